@@ -15,7 +15,8 @@ from pydantic_settings import (
 Environment = Literal["development", "test", "production"]
 
 # Values that only make sense on a laptop; refused when ENVIRONMENT=production.
-DEV_INTERNAL_SECRET = "dev-internal-secret-change-me"  # noqa: S105 - a guarded development default
+DEV_INTERNAL_SECRET = "dev-only-internal-secret-never-use-in-production"  # noqa: S105 - a guarded development default
+MIN_SECRET_LENGTH = 32
 PLACEHOLDER_SECRETS = frozenset({"", DEV_INTERNAL_SECRET, "changeme", "change-me", "secret"})
 
 
@@ -81,6 +82,8 @@ class CommonSettings(BaseSettings):
                 value = getattr(self, name)
                 if value is None or str(value).strip().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"{name} must be set to a real secret when ENVIRONMENT=production")
+                if len(str(value)) < MIN_SECRET_LENGTH:
+                    raise ValueError(f"{name} must be at least {MIN_SECRET_LENGTH} characters in production")
         return self
 
     def secret_fields(self) -> tuple[str, ...]:

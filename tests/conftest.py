@@ -88,7 +88,7 @@ def base_env(redis_url: str) -> dict[str, str]:
     return {
         "ENVIRONMENT": "test",
         "REDIS_URL": redis_url,
-        "INTERNAL_SECRET": f"test-internal-secret-{RUN_ID}",
+        "INTERNAL_SECRET": f"test-internal-secret-{RUN_ID}-{RUN_ID}-{RUN_ID}",
         "LOG_LEVEL": "WARNING",
     }
 

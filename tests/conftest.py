@@ -25,6 +25,8 @@ from redis.asyncio import Redis
 from common.db import drop_database, ensure_database
 from common.migrations import upgrade
 
+pytest_plugins = ["tests.fixtures_s3"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("auth", "catalog", "streaming", "billing", "analytics")
 

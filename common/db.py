@@ -37,7 +37,9 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": commit (or roll back) before the response is sent, so a client never sees a
+# success whose transaction then fails, nor races its own next request to rows not yet committed.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def asyncpg_dsn(url: str) -> str:

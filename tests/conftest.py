@@ -46,9 +46,27 @@ REDIS_URL = os.environ.get("STREAMIFY_TEST_REDIS_URL", "redis://127.0.0.1:6379/1
 RUN_ID = uuid.uuid4().hex[:8]
 
 
+_run_databases: set[str] = set()
+
+
 def test_database_url(service: str) -> str:
-    """A database of this test run for ``service`` (dropped and re-created once per run)."""
-    return f"{PG_BASE.rstrip('/')}/streamify_test_{service}"
+    """A database of this test run for ``service``; the run id keeps concurrent runs apart.
+
+    Every database named here is dropped when the session ends.
+    """
+    url = f"{PG_BASE.rstrip('/')}/streamify_test_{RUN_ID}_{service}"
+    _run_databases.add(url)
+    return url
+
+
+@pytest.fixture(scope="session", autouse=True)
+async def _drop_run_databases() -> AsyncIterator[None]:
+    yield
+    for url in sorted(_run_databases):
+        try:
+            await drop_database(url)
+        except Exception as exc:  # a leftover database is untidy, not a failed run
+            print(f"could not drop {url}: {exc}")
 
 
 def free_port() -> int:

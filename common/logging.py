@@ -41,6 +41,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                # Render tracebacks of stdlib records (uvicorn's "Exception in ASGI application").
+                structlog.processors.format_exc_info,
                 structlog.processors.JSONRenderer(),
             ],
         )

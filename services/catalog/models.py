@@ -1,13 +1,258 @@
-"""Catalog tables. They arrive with the issue that builds the catalog features."""
+"""Catalog tables: videos (with their full-text search vector), comments with one level of replies,
+and one reaction per user on a video or a comment.
+
+The counters on videos and comments are denormalised: they change only in the transaction that
+inserted or deleted the rows they count (see repository.py), and CHECK constraints keep them >= 0.
+Hand-written migrations mirror this file; ``tests/catalog/test_migrations.py`` compares the two.
+"""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Computed,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import registry
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
+
+# Deterministic constraint names, so migrations and error handling can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
 
 
-class CatalogTable(SQLModel, registry=registry()):
+class CatalogTable(SQLModel, registry=registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))):
     """Base of every catalog table: its own registry, so its metadata holds only catalog's tables."""
 
 
 metadata = CatalogTable.metadata
+
+
+class VideoStatus(StrEnum):
+    awaiting_upload = "awaiting_upload"
+    uploading = "uploading"
+    processing = "processing"
+    ready = "ready"
+    failed = "failed"
+
+
+class Visibility(StrEnum):
+    public = "public"  # listed and searchable once ready
+    unlisted = "unlisted"  # anyone with the id may watch; never listed nor searchable
+    private = "private"  # its creator and admins only; 404 for everyone else
+
+
+class ReactionKind(StrEnum):
+    like = "like"
+    dislike = "dislike"
+
+
+# Limits shared by the schemas (which explain them to clients) and the CHECK constraints (which
+# hold them whatever writes the rows).
+TITLE_MAX = 200
+DESCRIPTION_MAX = 5000
+TAGS_MAX = 20
+TAG_MAX = 30
+COMMENT_MAX = 2000
+FAILURE_REASON_MAX = 500
+# Upper bound of price_per_minute, in cents: USD 100.00 per minute. A typo of a few zeros must not
+# drain a viewer's wallet in one unit; the wallet side still never goes below zero.
+PRICE_PER_MINUTE_MAX = 10_000
+CURRENCY = "USD"
+
+# The text search configuration of the stored vector; queries must use the same one.
+SEARCH_CONFIG = "english"
+# Generated columns may only call IMMUTABLE functions; array_to_string is STABLE (it formats any
+# element type), so migration 0002 defines this wrapper for text[] (immutable for text).
+TAGS_TEXT_FUNCTION = "catalog_tags_text"
+SEARCH_VECTOR_SQL = (
+    f"setweight(to_tsvector('{SEARCH_CONFIG}'::regconfig, title), 'A') || "
+    f"setweight(to_tsvector('{SEARCH_CONFIG}'::regconfig, {TAGS_TEXT_FUNCTION}(tags)), 'B') || "
+    f"setweight(to_tsvector('{SEARCH_CONFIG}'::regconfig, description), 'C')"
+)
+
+_PUBLIC_READY = text("visibility = 'public' AND status = 'ready'")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(*, nullable: bool = False) -> Any:
+    """A timezone-aware timestamp column; non-null ones default to now on both sides."""
+    column = Column(
+        DateTime(timezone=True), nullable=nullable, server_default=None if nullable else func.now()
+    )
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=_utcnow, sa_column=column)
+
+
+def _counter(kind: type = Integer) -> Any:
+    return Field(default=0, sa_column=Column(kind, nullable=False, server_default=text("0")))
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class Video(CatalogTable, table=True):
+    __tablename__ = "videos"
+    __table_args__ = (
+        CheckConstraint(_in("status", VideoStatus), name="status"),
+        CheckConstraint(_in("visibility", Visibility), name="visibility"),
+        CheckConstraint(f"char_length(title) BETWEEN 1 AND {TITLE_MAX}", name="title_length"),
+        CheckConstraint(f"char_length(description) <= {DESCRIPTION_MAX}", name="description_length"),
+        CheckConstraint(f"cardinality(tags) <= {TAGS_MAX}", name="tag_count"),
+        CheckConstraint(f"price_per_minute BETWEEN 0 AND {PRICE_PER_MINUTE_MAX}", name="price_per_minute"),
+        # Progress exists only while processing, and is a percentage.
+        CheckConstraint(
+            "progress IS NULL OR (progress BETWEEN 0 AND 100 AND status = 'processing')",
+            name="progress",
+        ),
+        CheckConstraint("status <> 'failed' OR failure_reason IS NOT NULL", name="failed_has_reason"),
+        CheckConstraint("duration_s IS NULL OR duration_s >= 0", name="duration_non_negative"),
+        CheckConstraint(
+            "view_count >= 0 AND like_count >= 0 AND dislike_count >= 0 AND comment_count >= 0",
+            name="counters_non_negative",
+        ),
+        # Keyset pagination: the studio list (every video of one creator, newest first) ...
+        Index("ix_videos_creator_created", "creator_id", text("created_at DESC"), text("id DESC")),
+        # ... and the public lists, which only ever hold public + ready rows (partial indexes).
+        Index(
+            "ix_videos_public_published",
+            text("published_at DESC"),
+            text("id DESC"),
+            postgresql_where=_PUBLIC_READY,
+        ),
+        Index(
+            "ix_videos_public_views", text("view_count DESC"), text("id DESC"), postgresql_where=_PUBLIC_READY
+        ),
+        Index(
+            "ix_videos_public_creator_published",
+            "creator_id",
+            text("published_at DESC"),
+            text("id DESC"),
+            postgresql_where=_PUBLIC_READY,
+        ),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    # The auth service's user id (no foreign key: users live in another service's database).
+    creator_id: uuid.UUID
+    title: str
+    description: str = ""
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(ARRAY(String()), nullable=False, server_default=text("'{}'::varchar[]")),
+    )
+    visibility: str
+    status: str = Field(default=VideoStatus.awaiting_upload.value)
+    progress: int | None = Field(default=None, sa_column=Column(SmallInteger, nullable=True))
+    failure_reason: str | None = None
+    price_per_minute: int = 0
+    duration_s: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
+    # [{name, width, height, bandwidth}], as reported by the transcoder.
+    renditions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
+    thumbnail_key: str | None = None
+    # The uploaded original, under uploads/{id}/ (recorded when the upload completes).
+    source_key: str | None = None
+    view_count: int = _counter(BigInteger)
+    like_count: int = _counter()
+    dislike_count: int = _counter()
+    comment_count: int = _counter()
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    # When it first became ready: "newest" in public lists means newest published.
+    published_at: datetime | None = _timestamp(nullable=True)
+
+
+# The search vector is generated by PostgreSQL and only ever read inside queries, so it is a column
+# of the table but not a field of the mapped class (rows never carry it into Python).
+videos_table: Table = Video.__table__  # type: ignore[attr-defined]
+search_vector = Column("search_vector", TSVECTOR, Computed(SEARCH_VECTOR_SQL, persisted=True), nullable=True)
+videos_table.append_column(search_vector)
+Index("ix_videos_search_vector", search_vector, postgresql_using="gin")
+
+
+class Comment(CatalogTable, table=True):
+    __tablename__ = "comments"
+    __table_args__ = (
+        CheckConstraint(f"char_length(body) BETWEEN 1 AND {COMMENT_MAX}", name="body_length"),
+        CheckConstraint(
+            "reply_count >= 0 AND like_count >= 0 AND dislike_count >= 0", name="counters_non_negative"
+        ),
+        CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
+        # Top-level comments (parent_id IS NULL) and one comment's replies, both by keyset; the
+        # video_id prefix also serves the cascade when a video is deleted.
+        Index("ix_comments_thread", "video_id", "parent_id", "created_at", "id"),
+        # The cascade when a top-level comment is deleted.
+        Index("ix_comments_parent_id", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    video_id: uuid.UUID = Field(sa_column=Column(ForeignKey("videos.id", ondelete="CASCADE"), nullable=False))
+    author_id: uuid.UUID
+    # One level of replies: a reply's parent is always a top-level comment of the same video.
+    parent_id: uuid.UUID | None = Field(
+        default=None, sa_column=Column(ForeignKey("comments.id", ondelete="CASCADE"), nullable=True)
+    )
+    body: str
+    reply_count: int = _counter()
+    like_count: int = _counter()
+    dislike_count: int = _counter()
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    edited_at: datetime | None = _timestamp(nullable=True)
+
+
+class VideoReaction(CatalogTable, table=True):
+    """One like or dislike per user and video: the primary key makes it one, whatever races."""
+
+    __tablename__ = "video_reactions"
+    __table_args__ = (CheckConstraint(_in("kind", ReactionKind), name="kind"),)
+
+    video_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True, nullable=False)
+    )
+    user_id: uuid.UUID = Field(primary_key=True)
+    kind: str
+    created_at: datetime = _timestamp()
+
+
+class CommentReaction(CatalogTable, table=True):
+    __tablename__ = "comment_reactions"
+    __table_args__ = (CheckConstraint(_in("kind", ReactionKind), name="kind"),)
+
+    comment_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("comments.id", ondelete="CASCADE"), primary_key=True, nullable=False)
+    )
+    user_id: uuid.UUID = Field(primary_key=True)
+    kind: str
+    created_at: datetime = _timestamp()

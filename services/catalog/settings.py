@@ -1,14 +1,32 @@
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from common import storage as object_storage
 from common.settings import ServiceSettings
 
 
 class CatalogSettings(ServiceSettings):
-    """CATALOG_DATABASE_URL, CATALOG_PORT, ...; shared names (REDIS_URL, ...) also unprefixed."""
+    """CATALOG_DATABASE_URL, CATALOG_PORT, ...; shared names (REDIS_URL, ...) also unprefixed.
+
+    Object storage is configured by the unprefixed STORAGE_BACKEND / STORAGE_LOCAL_DIR / S3_*
+    variables every component shares (see common.storage.StorageSettings). It is imported through
+    its module so that this module defines exactly one ``*Settings`` class (tools look it up by name).
+    """
 
     model_config = SettingsConfigDict(env_prefix="CATALOG_", extra="ignore")
 
     database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/streamify_catalog"
     port: int = 8082
+    # STORAGE_BACKEND, STORAGE_LOCAL_DIR, S3_* (unprefixed, shared with streaming and the transcoder).
+    storage: object_storage.StorageSettings = Field(default_factory=object_storage.StorageSettings)
+    # Create the bucket (or local folder) at start-up when missing; turn off where the service's
+    # credentials may not create buckets.
+    storage_create_bucket: bool = True
+    # The public prefix the gateway serves catalog under (used in URLs handed to clients).
+    public_api_prefix: str = "/api/v1"
+    # The transcoder's arq queue (TRANSCODER_QUEUE_NAME on the worker side).
+    transcode_queue: str = "streamify:transcoder"
+    # Lifetime of a presigned thumbnail URL (S3); clients follow the redirect at once.
+    thumbnail_url_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)

@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("email_verified", sa.Boolean(), nullable=False),
         _created_at(),
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
-        sa.CheckConstraint("role IN ('viewer', 'creator', 'admin')", name="ck_users_role"),
+        sa.CheckConstraint("role IN ('viewer', 'creator', 'admin')", name=op.f("ck_users_role")),
         sa.PrimaryKeyConstraint("id", name="pk_users"),
         sa.UniqueConstraint("email", name="uq_users_email"),
     )
@@ -45,7 +45,7 @@ def upgrade() -> None:
         sa.Column("description", sa.String(), nullable=False),
         sa.Column("subscriber_count", sa.Integer(), nullable=False),
         _created_at(),
-        sa.CheckConstraint("subscriber_count >= 0", name="ck_channels_subscriber_count_non_negative"),
+        sa.CheckConstraint("subscriber_count >= 0", name=op.f("ck_channels_subscriber_count_non_negative")),
         sa.ForeignKeyConstraint(["id"], ["users.id"], name="fk_channels_id_users", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name="pk_channels"),
         sa.UniqueConstraint("name_key", name="uq_channels_name_key"),
@@ -113,7 +113,7 @@ def upgrade() -> None:
         sa.Column("state", sa.String(), nullable=False),
         _created_at(),
         sa.Column("retired_at", sa.DateTime(timezone=True), nullable=True),
-        sa.CheckConstraint("state IN ('next', 'current', 'retired')", name="ck_signing_keys_state"),
+        sa.CheckConstraint("state IN ('next', 'current', 'retired')", name=op.f("ck_signing_keys_state")),
         sa.PrimaryKeyConstraint("kid", name="pk_signing_keys"),
     )
     op.create_index(

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean
+.PHONY: install system-deps run test lint fmt bench clean lock
 
 install: $(STAMP)
 
@@ -15,10 +15,20 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-run: install
+# ffmpeg/ffprobe for upload sniffing and transcoding: Debian's package when we may install it.
+system-deps:
+	@command -v ffprobe >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing ffmpeg (Debian package)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
+	  else \
+	    echo "ffmpeg/ffprobe not found: install ffmpeg (e.g. sudo apt-get install ffmpeg)" >&2; exit 1; \
+	  fi; }
+
+run: install system-deps
 	$(BIN)/streamify up
 
-test: install
+test: install system-deps
 	$(BIN)/python -m streamify.testenv
 	$(BIN)/python -m pytest
 

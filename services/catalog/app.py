@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import FastAPI
 
 from common.app import build_service_app
 from common.storage import storage_from_settings
 from common.tokens import JWKSLoader
+from services.catalog import uploads as upload_routes
 from services.catalog.api import routers
 from services.catalog.settings import CatalogSettings
-from services.catalog.tasks import arq_pool
+from services.catalog.tasks import arq_pool, enqueue_transcode
+from services.catalog.upload_service import UploadLimits, Uploads, run_expiry_sweeps
 
 
 def create_app(
@@ -29,13 +34,35 @@ def create_app(
             app.state.storage = storage
             # For the upload code's hand-off (tasks.enqueue_transcode); shares the Redis client's pool.
             app.state.arq = arq_pool(app.state.redis, queue_name=settings.transcode_queue)
-            yield
+            app.state.uploads = uploads = Uploads(
+                sessions=app.state.sessions,
+                storage=storage,
+                redis=app.state.redis,
+                limits=UploadLimits.from_settings(settings),
+                on_uploaded=partial(enqueue_transcode, app.state.arq),
+            )
+            sweeper = None
+            if settings.upload_sweep_interval_s > 0:
+                sweeper = asyncio.create_task(
+                    run_expiry_sweeps(uploads, interval_s=settings.upload_sweep_interval_s),
+                    name="catalog-upload-expiry",
+                )
+            try:
+                yield
+            finally:
+                if sweeper is not None:
+                    sweeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sweeper
 
     return build_service_app(
         name="catalog",
         settings=settings,
-        routers=routers,
+        routers=[*routers, *upload_routes.routers],
         lifespan=lifespan,
         jwks_loader=jwks_loader,
-        description="Videos and their lifecycle, lists and full-text search, comments, reactions.",
+        description=(
+            "Videos and their lifecycle, resumable (tus) and one-shot uploads, lists and full-text "
+            "search, comments, reactions."
+        ),
     )

@@ -256,3 +256,70 @@ class CommentReaction(CatalogTable, table=True):
     user_id: uuid.UUID = Field(primary_key=True)
     kind: str
     created_at: datetime = _timestamp()
+
+
+class UploadState(StrEnum):
+    active = "active"  # receiving bytes (tus PATCH); may be resumed, terminated or expire
+    completed = "completed"  # every byte stored and the file handed to the video's lifecycle
+
+
+UPLOAD_METADATA_MAX = 4096
+
+
+class Upload(CatalogTable, table=True):
+    """A resumable (tus) upload of a video's source file into a multipart upload.
+
+    ``upload_offset`` counts the bytes that are durable: the recorded ``parts`` (stored multipart
+    parts, ``[{"part_number", "etag", "size"}]``) plus the first ``tail_size`` bytes of the tail
+    object, which holds what is too small to be a part yet (S3 parts but the last are >= 5 MiB).
+    Each step that stores bytes moves it with a compare-and-set, so a PATCH that dies leaves the
+    offset at the last stored step and the client resumes from there. One upload per video.
+    """
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        CheckConstraint(_in("state", UploadState), name="state"),
+        CheckConstraint("length >= 0", name="length_non_negative"),
+        CheckConstraint("upload_offset BETWEEN 0 AND length", name="offset_within_length"),
+        CheckConstraint("tail_size BETWEEN 0 AND upload_offset", name="tail_within_offset"),
+        CheckConstraint("part_numbers_used BETWEEN 0 AND 10000", name="part_numbers"),
+        CheckConstraint(
+            f"upload_metadata IS NULL OR char_length(upload_metadata) <= {UPLOAD_METADATA_MAX}",
+            name="metadata_length",
+        ),
+        # The expiry sweep reads active uploads by deadline.
+        Index("ix_uploads_expires_at", "expires_at", postgresql_where=text("state = 'active'")),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    video_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("videos.id", ondelete="CASCADE"), nullable=False, unique=True)
+    )
+    creator_id: uuid.UUID
+    state: str = Field(default=UploadState.active.value)
+    length: int = Field(sa_column=Column(BigInteger, nullable=False))
+    upload_offset: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+    tail_size: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default=text("0")))
+    # The object holding the tail; a fresh key per write, so a writer that lost the race for the
+    # offset can never overwrite the tail the winner recorded.
+    tail_key: str | None = None
+    storage_key: str
+    # The storage backend's multipart upload id; None once completed (or for an empty file).
+    multipart_id: str | None = None
+    parts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
+    # Part numbers handed out so far. Each part write takes a fresh number, so two writers racing
+    # for the same bytes never overwrite each other's part; only recorded parts are completed.
+    part_numbers_used: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default=text("0"))
+    )
+    # The client's Upload-Metadata header as sent (tus echoes it on HEAD); never trusted.
+    upload_metadata: str | None = None
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    completed_at: datetime | None = _timestamp(nullable=True)

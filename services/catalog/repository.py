@@ -11,11 +11,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    bindparam,
     delete,
     func,
     literal_column,
@@ -24,6 +26,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -33,6 +36,8 @@ from services.catalog.models import (
     Comment,
     CommentReaction,
     ReactionKind,
+    Upload,
+    UploadState,
     Video,
     VideoReaction,
     VideoStatus,
@@ -384,3 +389,136 @@ async def get_reaction(
 ) -> ReactionKind | None:
     value = await session.scalar(select(col(model.kind)).where(*_target(model, target_id, user_id)))
     return ReactionKind(value) if value is not None else None
+
+
+# --- uploads -----------------------------------------------------------------------------------
+
+
+async def insert_upload(session: AsyncSession, **values: Any) -> Upload:
+    statement = pg_insert(Upload).values(id=uuid.uuid4(), **values).returning(Upload)
+    return (await session.scalars(statement)).one()
+
+
+async def get_upload(session: AsyncSession, upload_id: uuid.UUID) -> Upload | None:
+    statement = select(Upload).where(col(Upload.id) == upload_id).execution_options(populate_existing=True)
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def get_upload_for_video(session: AsyncSession, video_id: uuid.UUID) -> Upload | None:
+    statement = (
+        select(Upload).where(col(Upload.video_id) == video_id).execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def delete_upload(session: AsyncSession, upload_id: uuid.UUID, *, state: UploadState) -> bool:
+    """Remove the upload if it is still in ``state`` (so a racing completion is never undone)."""
+    statement = (
+        delete(Upload)
+        .where(col(Upload.id) == upload_id, col(Upload.state) == state.value)
+        .returning(col(Upload.id))
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def advance_upload(
+    session: AsyncSession,
+    upload_id: uuid.UUID,
+    *,
+    from_offset: int,
+    to_offset: int,
+    tail_size: int,
+    tail_key: str | None,
+    part: dict[str, Any] | None,
+    expires_at: datetime,
+) -> Upload | None:
+    """Compare-and-set: record newly stored bytes (a part, and/or the tail's new size).
+
+    None when the upload is no longer active at ``from_offset`` (another writer moved it, or it
+    was terminated): the caller's bytes must then not be counted.
+    """
+    values: dict[str, Any] = {
+        "upload_offset": to_offset,
+        "tail_size": tail_size,
+        "tail_key": tail_key,
+        "expires_at": expires_at,
+        "updated_at": func.now(),
+    }
+    if part is not None:
+        values["parts"] = col(Upload.parts).op("||", return_type=JSONB)(bindparam(None, [part], type_=JSONB))
+    statement = (
+        update(Upload)
+        .where(
+            col(Upload.id) == upload_id,
+            col(Upload.state) == UploadState.active.value,
+            col(Upload.upload_offset) == from_offset,
+        )
+        .values(**values)
+        .returning(Upload)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def reserve_part_number(session: AsyncSession, upload_id: uuid.UUID) -> int | None:
+    """A part number no writer of this upload has used yet; None when the upload is not active."""
+    statement = (
+        update(Upload)
+        .where(col(Upload.id) == upload_id, col(Upload.state) == UploadState.active.value)
+        .values(part_numbers_used=col(Upload.part_numbers_used) + 1)
+        .returning(col(Upload.part_numbers_used))
+    )
+    value = (await session.execute(statement)).scalar_one_or_none()
+    return int(value) if value is not None else None
+
+
+async def complete_upload(session: AsyncSession, upload_id: uuid.UUID) -> Upload | None:
+    """active (with every byte stored) -> completed; None when it was not in that state."""
+    statement = (
+        update(Upload)
+        .where(
+            col(Upload.id) == upload_id,
+            col(Upload.state) == UploadState.active.value,
+            col(Upload.upload_offset) == col(Upload.length),
+        )
+        .values(
+            state=UploadState.completed.value,
+            tail_size=0,
+            tail_key=None,
+            multipart_id=None,
+            completed_at=func.now(),
+            updated_at=func.now(),
+        )
+        .returning(Upload)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def list_expired_uploads(session: AsyncSession, *, now: datetime, limit: int) -> list[Upload]:
+    statement = (
+        select(Upload)
+        .where(col(Upload.state) == UploadState.active.value, col(Upload.expires_at) < now)
+        .order_by(col(Upload.expires_at))
+        .limit(limit)
+    )
+    return list((await session.scalars(statement)).all())
+
+
+async def multipart_ids_in_use(session: AsyncSession, multipart_ids: Sequence[str]) -> set[str]:
+    """Which of these storage multipart upload ids an active upload still writes to."""
+    if not multipart_ids:
+        return set()
+    statement = select(col(Upload.multipart_id)).where(
+        col(Upload.state) == UploadState.active.value, col(Upload.multipart_id).in_(list(multipart_ids))
+    )
+    return {str(value) for value in (await session.scalars(statement)).all() if value is not None}
+
+
+async def set_upload_expiry(session: AsyncSession, upload_id: uuid.UUID, expires_at: datetime) -> None:
+    statement = (
+        update(Upload)
+        .where(col(Upload.id) == upload_id, col(Upload.state) == UploadState.active.value)
+        .values(expires_at=expires_at)
+    )
+    await session.execute(statement)

@@ -22,6 +22,8 @@ from services.catalog.models import (
     TITLE_MAX,
     Comment,
     ReactionKind,
+    Upload,
+    UploadState,
     Video,
     VideoStatus,
     Visibility,
@@ -353,4 +355,27 @@ class VideoInternalRead(BaseModel):
             source_key=video.source_key,
             thumbnail_key=video.thumbnail_key,
             hls_master_key=f"videos/{video.id}/master.m3u8" if video.status == "ready" else None,
+        )
+
+
+class UploadRead(BaseModel):
+    """A resumable upload (the body of ``POST /uploads``; tus clients only read its headers)."""
+
+    id: uuid.UUID
+    video_id: uuid.UUID
+    state: UploadState
+    offset: int
+    length: int
+    expires_at: datetime | None
+
+    @classmethod
+    def from_model(cls, upload: Upload) -> UploadRead:
+        active = upload.state == UploadState.active.value
+        return cls(
+            id=upload.id,
+            video_id=upload.video_id,
+            state=UploadState(upload.state),
+            offset=upload.upload_offset,
+            length=upload.length,
+            expires_at=upload.expires_at if active else None,
         )

@@ -30,3 +30,20 @@ class CatalogSettings(ServiceSettings):
     transcode_queue: str = "streamify:transcoder"
     # Lifetime of a presigned thumbnail URL (S3); clients follow the redirect at once.
     thumbnail_url_ttl_s: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
+    # --- uploads (tus at /uploads, one-shot PUT /videos/{id}/source) ---
+    # Largest file a creator may upload; a bigger Upload-Length is refused (413) before any byte.
+    max_upload_bytes: int = Field(default=10 * 1024**3, ge=1, le=100 * 1024**3)
+    # Largest one-shot PUT /videos/{id}/source; bigger files go through tus.
+    max_source_put_bytes: int = Field(default=256 * 1024**2, ge=1)
+    # Size of the multipart parts a tus upload is cut into (>= S3's 5 MiB minimum); one part at a
+    # time is held in memory per PATCH in flight.
+    upload_part_size: int = Field(default=8 * 1024**2, ge=5 * 1024**2, le=64 * 1024**2)
+    # An upload that receives no bytes for this long expires (tus expiration extension).
+    upload_expire_s: int = Field(default=24 * 3600, ge=60)
+    # How often the catalog looks for expired uploads (0 turns the sweep off, e.g. in tests).
+    upload_sweep_interval_s: float = Field(default=300.0, ge=0)
+    # A PATCH whose client sends nothing for this long is ended; what arrived is kept.
+    upload_idle_timeout_s: float = Field(default=60.0, gt=0)
+    # Time limit for sniffing an uploaded file with ffprobe.
+    probe_timeout_s: float = Field(default=60.0, gt=0)

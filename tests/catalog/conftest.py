@@ -29,6 +29,7 @@ from services.catalog.app import create_app
 from services.catalog.commit_hooks import transaction
 from services.catalog.settings import CatalogSettings
 from tests.conftest import migrated_database
+from tests.media import make_video
 
 
 class TokenMinter:
@@ -214,3 +215,33 @@ async def catalog(catalog_app: FastAPI, minter: TokenMinter) -> AsyncIterator[Ca
     transport = httpx.ASGITransport(app=catalog_app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield CatalogDriver(catalog_app, client, minter)
+
+
+# --- generated media (uploads; made once per run) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def small_video(media_dir: Path) -> Path:
+    """A 3 s 320x240 H.264/AAC MP4 (tens of KiB)."""
+    return make_video(media_dir / "small.mp4")
+
+
+@pytest.fixture(scope="session")
+def large_video(media_dir: Path) -> Path:
+    """A 4 s 640x360 MP4 of about 10 MiB: big enough for several 5 MiB multipart parts."""
+    return make_video(media_dir / "large.mp4", size="640x360", seconds=4, bitrate="20M", noise=True)
+
+
+@pytest.fixture(scope="session")
+def small_video_bytes(small_video: Path) -> bytes:
+    return small_video.read_bytes()
+
+
+@pytest.fixture(scope="session")
+def large_video_bytes(large_video: Path) -> bytes:
+    return large_video.read_bytes()

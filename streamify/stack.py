@@ -318,7 +318,9 @@ def process_specs(
             ProcessSpec(
                 name=f"transcoder-{index}",
                 argv=[sys.executable, "-m", "transcoder.worker"],
-                env=dict(shared),
+                # The catalog this stack runs (its port follows --port); INTERNAL_SECRET, REDIS_URL
+                # and STORAGE_* come with the shared environment.
+                env={**shared, "CATALOG_URL": f"http://127.0.0.1:{config.service_port('catalog')}"},
             )
         )
     return specs

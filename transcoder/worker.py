@@ -1,38 +1,43 @@
 """The transcoder worker pool: arq on Redis. Run one process per worker: ``python -m transcoder.worker``.
 
-Only the ffmpeg probe lives here now; the transcode job arrives with the video pipeline.
+Jobs: ``transcode_video(ctx, video_id)`` (tasks.py), queued by the catalog with the video id as
+job id on TRANSCODER_QUEUE_NAME (= CATALOG_TRANSCODE_QUEUE), and ``probe_ffmpeg``.
+
+Hand-back and re-runs, as arq does them and as configured here:
+
+- SIGTERM/SIGINT: arq cancels the running job (the job kills ffmpeg and removes its temporary
+  folder), leaves it in the queue and another worker (or this one, restarted) runs it again.
+- SIGKILL: the job's in-progress key, renewed by the job as a lease of TRANSCODER_LEASE_S (60 s),
+  lapses; the job is still in the queue, so the next worker polling it runs it again. Without the
+  lease arq would wait job_timeout + 10 s.
+- Each of those runs counts as a try; TRANSCODER_MAX_TRIES (5) bounds them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import shutil
+import contextlib
+import logging
 from typing import Any
 
 import structlog
-from arq import run_worker
+from arq import func, run_worker
 from arq.connections import RedisSettings
+from arq.typing import WorkerCoroutine
+from arq.worker import Function
 
+from common.internal import ServiceClient
 from common.logging import configure_logging
+from common.storage import storage_from_settings
+from transcoder.catalog import CatalogClient
+from transcoder.ffmpeg import ffmpeg_executable
 from transcoder.settings import TranscoderSettings
+from transcoder.tasks import sweep_work_dirs, transcode_video
+
+__all__ = ["WorkerSettings", "ffmpeg_executable", "main", "probe_ffmpeg", "shutdown", "startup"]
 
 log = structlog.get_logger("transcoder")
 settings = TranscoderSettings()
-
-
-def ffmpeg_executable() -> str | None:
-    """ffmpeg from PATH, else the one bundled in the imageio-ffmpeg wheel when installed."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return None
-    try:
-        return str(imageio_ffmpeg.get_ffmpeg_exe())
-    except RuntimeError:
-        return None
 
 
 async def probe_ffmpeg(ctx: dict[str, Any]) -> dict[str, str | None]:
@@ -53,30 +58,72 @@ async def probe_ffmpeg(ctx: dict[str, Any]) -> dict[str, str | None]:
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    """Open the object store and the catalog client for every job of this worker (``ctx``)."""
+    job_settings: TranscoderSettings = ctx.setdefault("settings", settings)
+    resources = contextlib.AsyncExitStack()
+    ctx["resources"] = resources
+    ctx["storage"] = await resources.enter_async_context(storage_from_settings(job_settings.storage))
+    catalog = CatalogClient(
+        ServiceClient(
+            job_settings.catalog_url,
+            service="transcoder",
+            secret=job_settings.internal_secret,
+            timeout_s=job_settings.catalog_timeout_s,
+        )
+    )
+    resources.push_async_callback(catalog.aclose)
+    ctx["catalog"] = catalog
+    swept = await asyncio.to_thread(sweep_work_dirs, job_settings)
     ffmpeg = await probe_ffmpeg(ctx)
-    log.info("transcoder_started", queue=settings.queue_name, max_jobs=settings.max_jobs, **ffmpeg)
+    log.info(
+        "transcoder_started",
+        queue=job_settings.queue_name,
+        max_jobs=job_settings.max_jobs,
+        catalog_url=job_settings.catalog_url,
+        storage=job_settings.storage.storage_backend,
+        stale_work_dirs_removed=swept,
+        **ffmpeg,
+    )
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
+    resources: contextlib.AsyncExitStack | None = ctx.pop("resources", None)
+    if resources is not None:
+        await resources.aclose()
     log.info("transcoder_stopped")
+
+
+async def bind_job_id(ctx: dict[str, Any]) -> None:
+    """arq runs each job in its own task: the id bound here is on every log line of that job,
+    arq's own start/finish lines included."""
+    structlog.contextvars.bind_contextvars(job_id=ctx["job_id"])
 
 
 class WorkerSettings:
     """arq reads these class attributes; ``arq transcoder.worker.WorkerSettings`` works too."""
 
-    functions = [probe_ffmpeg]
+    functions: list[Function | WorkerCoroutine] = [
+        func(transcode_video, max_tries=settings.max_tries),
+        probe_ffmpeg,
+    ]
     redis_settings = RedisSettings.from_dsn(settings.redis_url)
     queue_name = settings.queue_name
     job_timeout = settings.job_timeout_s
     max_jobs = settings.max_jobs
+    max_tries = settings.max_tries
     on_startup = startup
     on_shutdown = shutdown
-    # Finished-job results are kept briefly for callers that wait on them.
+    on_job_start = bind_job_id
+    ctx = {"settings": settings}
+    # Finished-job results are kept briefly for callers that wait on them. While one is kept, arq
+    # refuses a new job with the same id (the catalog's re-enqueue of the same video is a no-op).
     keep_result = 3600
 
 
 def main() -> None:
     configure_logging("transcoder", settings.log_level)
+    # One line per progress report would drown the job's own events.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     run_worker(WorkerSettings)  # type: ignore[arg-type]
 
 

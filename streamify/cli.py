@@ -52,7 +52,7 @@ def up(data_dir: Path, port: int) -> None:
       STREAMIFY_DATABASE_URL  PostgreSQL server (default postgresql+asyncpg://postgres@127.0.0.1:5432)
       REDIS_URL               Redis (default redis://127.0.0.1:6379/0)
       STREAMIFY_DB_PREFIX     database names are <prefix>_<service> (default streamify)
-      STREAMIFY_TRANSCODERS   transcoder worker processes (default 1)
+      STREAMIFY_TRANSCODERS   transcoder worker processes (default: one per core)
       STREAMIFY_FORK=0        start each process in a fresh interpreter (slower start)
     PostgreSQL and Redis are embedded under --data-dir when nothing answers at those URLs.
     """

@@ -83,7 +83,8 @@ class StackConfig:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     db_prefix: str = DEFAULT_DB_PREFIX
-    transcoders: int = 1
+    # Transcoder worker processes: one per core unless STREAMIFY_TRANSCODERS says otherwise.
+    transcoders: int = field(default_factory=lambda: default_transcoders())
 
     @classmethod
     def from_env(
@@ -95,7 +96,7 @@ class StackConfig:
             database_url=environ.get("STREAMIFY_DATABASE_URL") or DEFAULT_DATABASE_URL,
             redis_url=environ.get("REDIS_URL") or DEFAULT_REDIS_URL,
             db_prefix=environ.get("STREAMIFY_DB_PREFIX") or DEFAULT_DB_PREFIX,
-            transcoders=int(environ.get("STREAMIFY_TRANSCODERS") or 1),
+            transcoders=default_transcoders(environ),
         )
 
     def service_port(self, service: str) -> int:
@@ -104,6 +105,20 @@ class StackConfig:
 
     def database_name(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"
+
+
+def default_transcoders(environ: Mapping[str, str] = os.environ) -> int:
+    """``STREAMIFY_TRANSCODERS`` when set (at least 1), else one worker per core."""
+    configured = (environ.get("STREAMIFY_TRANSCODERS") or "").strip()
+    if configured:
+        try:
+            count = int(configured)
+        except ValueError:
+            raise ValueError(f"STREAMIFY_TRANSCODERS must be a whole number, not {configured!r}") from None
+        if count < 1:
+            raise ValueError(f"STREAMIFY_TRANSCODERS must be at least 1, not {count}")
+        return count
+    return os.cpu_count() or 1
 
 
 def database_url(base_url: str, database: str) -> str:

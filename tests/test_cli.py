@@ -47,6 +47,22 @@ class TestStackShape:
         url = stack.database_url(config.database_url, config.database_name("billing"))
         assert url == "postgresql+asyncpg://app:s3cret@db.internal:6432/e2e_1_billing?ssl=require"
 
+    def test_up_starts_one_transcoder_per_core_unless_configured(self, tmp_path: Path) -> None:
+        cores = os.cpu_count() or 1
+        default = stack.StackConfig.from_env(data_dir=tmp_path, environ={})
+        assert default.transcoders == cores
+        assert stack.StackConfig().transcoders == cores
+        configured = stack.StackConfig.from_env(data_dir=tmp_path, environ={"STREAMIFY_TRANSCODERS": "3"})
+        assert configured.transcoders == 3
+        specs = stack.process_specs(
+            default, database_base_url=PG_BASE, redis_url=REDIS_URL, secrets={}, environ={}
+        )
+        workers = [spec.name for spec in specs if spec.name.startswith("transcoder-")]
+        assert workers == [f"transcoder-{index}" for index in range(1, cores + 1)]
+        for bad in ("0", "-1", "two"):
+            with pytest.raises(ValueError, match="STREAMIFY_TRANSCODERS"):
+                stack.StackConfig.from_env(data_dir=tmp_path, environ={"STREAMIFY_TRANSCODERS": bad})
+
     def test_each_process_gets_its_database_the_shared_secret_and_the_auth_keys(self, tmp_path: Path) -> None:
         config = stack.StackConfig(data_dir=tmp_path, port=9000, db_prefix="p", transcoders=2)
         specs = stack.process_specs(

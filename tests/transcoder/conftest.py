@@ -116,6 +116,14 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> Clips:
     return Clips(landscape, portrait, rotated, silent, small, not_video, empty, truncated)
 
 
+@pytest.fixture(scope="session")
+def portrait_720p_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A phone-sized portrait clip, 720x1280, 3 s, with audio (the issue's portrait case)."""
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is not installed")
+    return make_clip(tmp_path_factory.mktemp("clips-720p") / "portrait-720p.mp4", size="720x1280", seconds=3)
+
+
 # --- the catalog, served -------------------------------------------------------------------------
 
 

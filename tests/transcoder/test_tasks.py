@@ -184,6 +184,28 @@ class TestOrientation:
         video_stream = next(s for s in stream_facts(segment) if s["codec_type"] == "video")
         assert (video_stream["width"], video_stream["height"]) == (480, 854)
 
+    async def test_a_720x1280_portrait_clip_gets_three_portrait_rungs_that_all_play(
+        self, local_catalog: CatalogServer, portrait_720p_clip: Path, work_dir: Path, tmp_path: Path
+    ):
+        catalog = local_catalog
+        video_id, owner = await catalog.processing_video(portrait_720p_clip)
+        result = await catalog.run_job(video_id, catalog.transcoder_settings(work_dir=work_dir))
+        assert result["status"] == "ready"
+        video = await catalog.video(video_id, owner)
+        assert [(r["name"], r["width"], r["height"]) for r in video["renditions"]] == [
+            ("360p", 360, 640),
+            ("480p", 480, 854),
+            ("720p", 720, 1280),
+        ]
+        assert video["duration_s"] == pytest.approx(3.0, abs=0.5)
+        variants = attributes(await stored_text(catalog.storage, f"videos/{video_id}/master.m3u8"))
+        assert [v["info"].resolution for v in variants] == [(360, 640), (480, 854), (720, 1280)]
+        # The top rung decodes as a portrait picture with its sound.
+        segment = await download(catalog.storage, f"videos/{video_id}/720p/seg_00000.ts", tmp_path)
+        streams = {s["codec_type"]: s for s in stream_facts(segment)}
+        assert (streams["video"]["width"], streams["video"]["height"]) == (720, 1280)
+        assert streams["audio"]["codec_name"] == "aac"
+
     async def test_a_rotated_phone_clip_is_laid_out_as_it_is_shown(
         self, local_catalog: CatalogServer, clips: Clips, work_dir: Path
     ):

@@ -1,0 +1,334 @@
+"""A 1 GiB tus upload into storage (local backend) against a real `streamify up`; prints JSON.
+
+Starts `streamify up` as a subprocess on free ports (own data directory in a temp dir, databases
+``streamify_benchup_<run>_*`` created and dropped, Redis database 13, one transcoder), signs up a
+creator (register, login, channel, refresh), creates a video per upload and sends the bytes with
+the tus protocol (POST to create, PATCH chunks of ``--chunk-mib``; each chunk body is a generator
+of 1 MiB blocks, so the client never holds more than one block). Measured, in the same run:
+
+- ``direct``: to the catalog's own /uploads (the baseline), and
+- ``gateway``: through the gateway's /api/v1/uploads, as a client would;
+
+for each: MB/s (10^6 bytes/s, first byte of the creation request to the last PATCH's answer,
+which includes the catalog's completion work: moving the file into place and sniffing it with
+ffprobe) and the RSS growth of the gateway and catalog processes (found by the port they listen
+on; peak during the upload minus the value after a small warm-up upload; sampled every 20 ms with
+psutil). The bytes are not a video: after the upload the video ends ``failed`` (the sniffing says
+so), which does not matter here. Targets (issue 3): >= 150 MB/s through the gateway, each process
+< 64 MiB growth.
+
+    .venv/bin/python bench/upload.py [--mib 1024] [--chunk-mib 128] [--skip-direct]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.db import drop_database  # noqa: E402
+from streamify.stack import SERVICES, database_url  # noqa: E402
+
+PG_BASE = os.environ.get("STREAMIFY_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
+REDIS_URL = os.environ.get("STREAMIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
+MIB = 1024**2
+BLOCK = MIB
+PASSWORD = "bench-upload-canyon-47"
+START_TIMEOUT_S = 90.0
+RESULTS = ROOT / "bench" / "results"
+
+
+def _port_range() -> int:
+    """A gateway port P with P..P+5 free."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + len(SERVICES) >= 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(base, base + len(SERVICES) + 1):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free range of six ports")
+
+
+class Up:
+    """`streamify up` in the background, its output kept in a log file."""
+
+    def __init__(self, data_dir: Path, port: int, db_prefix: str) -> None:
+        self.data_dir, self.port, self.db_prefix = data_dir, port, db_prefix
+        self.url = f"http://127.0.0.1:{port}"
+        self.catalog_url = f"http://127.0.0.1:{port + 1 + SERVICES.index('catalog')}"
+        self.log = data_dir.parent / "up.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in {"ENVIRONMENT", "INTERNAL_SECRET", "LOG_LEVEL", "JWKS_URL"}
+            and not key.startswith(("AUTH_", "CATALOG_", "STREAMING_", "BILLING_", "ANALYTICS_", "GATEWAY_"))
+        }
+        env.update(
+            {
+                "STREAMIFY_DATABASE_URL": PG_BASE,
+                "REDIS_URL": REDIS_URL,
+                "STREAMIFY_DB_PREFIX": self.db_prefix,
+                "STREAMIFY_TRANSCODERS": "1",
+                "STORAGE_BACKEND": "local",
+                "LOG_LEVEL": "WARNING",
+            }
+        )
+        argv = [sys.executable, "-m", "streamify.cli", "up", "--data-dir", str(self.data_dir)]
+        argv += ["--port", str(self.port)]
+        started = time.monotonic()
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() - started < START_TIMEOUT_S:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"streamify up exited:\n{self.log.read_text()[-4000:]}")
+                try:
+                    if client.get(f"{self.url}/readyz").status_code == 200:
+                        return time.monotonic() - started
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+        raise RuntimeError(f"streamify up not ready after {START_TIMEOUT_S:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def listener(self, port: int) -> psutil.Process:
+        """The process (a descendant of `up`) listening on ``port``."""
+        assert self.process is not None
+        for child in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if any(
+                    c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                    for c in child.net_connections("tcp")
+                ):
+                    return child
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        raise RuntimeError(f"nothing of this stack listens on {port}")
+
+
+class RssSampler:
+    """Peak RSS of some processes, sampled in a thread while the upload runs."""
+
+    def __init__(self, processes: dict[str, psutil.Process], interval_s: float = 0.02) -> None:
+        self.processes, self.interval_s = processes, interval_s
+        self.baseline = {name: p.memory_info().rss for name, p in processes.items()}
+        self.peak = dict(self.baseline)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, process in self.processes.items():
+                self.peak[name] = max(self.peak[name], process.memory_info().rss)
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.end = {name: p.memory_info().rss for name, p in self.processes.items()}
+
+    def report(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {
+                "baseline_mib": round(self.baseline[name] / MIB, 1),
+                "peak_growth_mib": round((self.peak[name] - self.baseline[name]) / MIB, 1),
+                "end_growth_mib": round((self.end[name] - self.baseline[name]) / MIB, 1),
+            }
+            for name in self.processes
+        }
+
+
+def _blocks(size: int, block: bytes) -> Iterator[bytes]:
+    """``size`` bytes as a stream of ``block``-sized pieces (the last one cut)."""
+    left = size
+    while left > 0:
+        piece = block if left >= len(block) else block[:left]
+        left -= len(piece)
+        yield piece
+
+
+class Creator:
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+        email = f"bench-upload-{uuid.uuid4().hex[:10]}@example.com"
+        registered = http.post(
+            "/api/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Bench"}
+        )
+        registered.raise_for_status()
+        login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+        login.raise_for_status()
+        self.token = login.json()["access_token"]
+        channel = http.post(
+            "/api/v1/users/me/channel", json={"channel_name": f"Bench {email[:20]}"}, headers=self.headers
+        )
+        channel.raise_for_status()
+        refreshed = http.post("/api/v1/auth/refresh", json={"refresh_token": login.json()["refresh_token"]})
+        refreshed.raise_for_status()
+        self.token = refreshed.json()["access_token"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def video(self) -> str:
+        created = self.http.post("/api/v1/videos", json={"title": "Bench upload"}, headers=self.headers)
+        created.raise_for_status()
+        return str(created.json()["id"])
+
+
+def tus_upload(
+    http: httpx.Client, endpoint: str, creator: Creator, size: int, chunk: int
+) -> tuple[float, list[float]]:
+    """Create a tus upload of ``size`` bytes at ``endpoint`` and send them: the seconds it took, and
+    each PATCH's (the last one includes the catalog's completion: assembling the file, sniffing)."""
+    block = os.urandom(BLOCK)
+    video_id = creator.video()
+    metadata = "video_id " + base64.b64encode(video_id.encode()).decode()
+    tus = {"Tus-Resumable": "1.0.0", **creator.headers}
+    started = time.monotonic()
+    created = http.post(endpoint, headers={**tus, "Upload-Length": str(size), "Upload-Metadata": metadata})
+    if created.status_code != 201:
+        raise RuntimeError(f"tus creation: {created.status_code} {created.text}")
+    # The catalog answers with the public path (/api/v1/uploads/{id}); straight at the catalog the
+    # same upload is at its own /uploads/{id}.
+    upload_id = created.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    location = f"{endpoint}/{upload_id}"
+    offset = 0
+    patches: list[float] = []
+    while offset < size:
+        length = min(chunk, size - offset)
+        headers = {
+            **tus,
+            "Upload-Offset": str(offset),
+            "Content-Type": "application/offset+octet-stream",
+            "Content-Length": str(length),
+        }
+        sent = time.monotonic()
+        answer = http.patch(location, headers=headers, content=_blocks(length, block))
+        patches.append(round(time.monotonic() - sent, 2))
+        if answer.status_code != 204:
+            raise RuntimeError(f"tus PATCH at {offset}: {answer.status_code} {answer.text}")
+        offset = int(answer.headers["Upload-Offset"])
+    return time.monotonic() - started, patches
+
+
+def measure(up: Up, creator: Creator, *, base_url: str, path: str, size: int, chunk: int) -> dict[str, Any]:
+    processes = {
+        "gateway": up.listener(up.port),
+        "catalog": up.listener(int(up.catalog_url.rsplit(":", 1)[1])),
+    }
+    with httpx.Client(base_url=base_url, timeout=300) as http:
+        # Warm-up: every code path once (connections, imports, buffers) before the baseline.
+        tus_upload(http, base_url + path, creator, 16 * MIB, 8 * MIB)
+        with RssSampler(processes) as rss:
+            seconds, patches = tus_upload(http, base_url + path, creator, size, chunk)
+    return {
+        "bytes": size,
+        "seconds": round(seconds, 2),
+        "mb_per_s": round(size / seconds / 1e6, 1),
+        "patch_s": patches,
+        "rss": rss.report(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mib", type=int, default=1024, help="upload size in MiB (default 1024)")
+    parser.add_argument("--chunk-mib", type=int, default=128, help="bytes per PATCH in MiB (default 128)")
+    parser.add_argument("--skip-direct", action="store_true", help="only through the gateway")
+    options = parser.parse_args()
+    size, chunk = options.mib * MIB, options.chunk_mib * MIB
+
+    prefix = f"streamify_benchup_{uuid.uuid4().hex[:8]}"
+    tmp = Path(tempfile.mkdtemp(prefix="bench-upload-"))
+    up = Up(tmp / "data", _port_range(), prefix)
+    report: dict[str, Any] = {"size_mib": options.mib, "chunk_mib": options.chunk_mib, "storage": "local"}
+    try:
+        report["stack_ready_s"] = round(up.start(), 1)
+        with httpx.Client(base_url=up.url, timeout=60) as api:
+            creator = Creator(api)
+            storage = up.data_dir / "storage"
+            if not options.skip_direct:
+                report["direct_catalog"] = measure(
+                    up, creator, base_url=up.catalog_url, path="/uploads", size=size, chunk=chunk
+                )
+                shutil.rmtree(storage / "uploads", ignore_errors=True)
+            report["gateway"] = measure(
+                up, creator, base_url=up.url, path="/api/v1/uploads", size=size, chunk=chunk
+            )
+        if "direct_catalog" in report:
+            report["gateway_vs_direct_throughput"] = round(
+                report["gateway"]["mb_per_s"] / report["direct_catalog"]["mb_per_s"], 3
+            )
+        growth = report["gateway"]["rss"]
+        report["targets_met"] = {
+            "mb_per_s_ge_150": report["gateway"]["mb_per_s"] >= 150,
+            "gateway_rss_lt_64mib": growth["gateway"]["peak_growth_mib"] < 64,
+            "catalog_rss_lt_64mib": growth["catalog"]["peak_growth_mib"] < 64,
+        }
+        report["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    finally:
+        up.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+        async def drop() -> None:
+            for service in SERVICES:
+                await drop_database(database_url(PG_BASE, f"{prefix}_{service}"))
+
+        asyncio.run(drop())
+    text = json.dumps(report, indent=2)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "upload.json").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.requests import Request
@@ -61,9 +62,23 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            labels = (route_template(scope), scope["method"], str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_DURATION.labels(*labels).observe(time.perf_counter() - started)
+            counter, histogram = _children(route_template(scope), scope["method"], status)
+            counter.inc()
+            histogram.observe(time.perf_counter() - started)
+
+
+_CHILDREN: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def _children(route: str, method: str, status: int) -> tuple[Any, Any]:
+    """The labelled series for one (route, method, status), looked up once (``labels()`` takes a
+    lock and builds a key each call, which shows at gateway request rates)."""
+    key = (route, method, status)
+    children = _CHILDREN.get(key)
+    if children is None:
+        labels = (route, method, str(status))
+        children = _CHILDREN[key] = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+    return children
 
 
 async def metrics_endpoint(_: Request) -> Response:

@@ -255,7 +255,7 @@ def command_environment(config: StackConfig, environ: MutableMapping[str, str] =
 # -- Processes ----------------------------------------------------------------------------------
 
 
-def _uvicorn(app: str, port: int) -> list[str]:
+def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -269,7 +269,19 @@ def _uvicorn(app: str, port: int) -> list[str]:
         "--timeout-graceful-shutdown",
         "5",
         "--no-access-log",
+        *extra,
     ]
+
+
+# The gateway's protocol sends each response in one write; and uvicorn must not trust
+# X-Forwarded-For from loopback clients, or a local client could choose its rate-limit IP.
+GATEWAY_UVICORN_FLAGS = (
+    "--loop",
+    "uvloop",
+    "--http",
+    "gateway.server:GatewayHttpProtocol",
+    "--no-proxy-headers",
+)
 
 
 def process_specs(
@@ -318,7 +330,7 @@ def process_specs(
     specs.append(
         ProcessSpec(
             name="gateway",
-            argv=_uvicorn("gateway.app:create_app", config.port),
+            argv=_uvicorn("gateway.app:create_app", config.port, *GATEWAY_UVICORN_FLAGS),
             env={
                 **shared,
                 "GATEWAY_UPSTREAMS": json.dumps(upstreams),

@@ -87,6 +87,10 @@ class TestStackShape:
         upstreams = json.loads(by_name["gateway"].env["GATEWAY_UPSTREAMS"])
         assert upstreams["analytics"] == ["http://127.0.0.1:9005"]
         assert set(upstreams) == set(stack.SERVICES)
+        # A local client must not choose its rate-limit address through X-Forwarded-For.
+        gateway_argv = by_name["gateway"].argv
+        assert "--no-proxy-headers" in gateway_argv
+        assert gateway_argv[gateway_argv.index("--http") + 1] == "gateway.server:GatewayHttpProtocol"
 
     def test_configured_secrets_win_over_generated_ones(self, tmp_path: Path) -> None:
         specs = stack.process_specs(

@@ -7,8 +7,27 @@ from typing import Annotated
 
 import asyncpg
 from fastapi import Depends, Request
+from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import registry
+
+# Deterministic constraint names, so migrations and error handling can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def table_registry() -> registry:
+    """A registry of its own for one service's SQLModel base, so its metadata holds only its tables.
+
+    Use as ``class CatalogTable(SQLModel, registry=table_registry()): ...``.
+    """
+    return registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from common.db import table_registry
 
-class AnalyticsTable(SQLModel, registry=registry()):
+
+class AnalyticsTable(SQLModel, registry=table_registry()):
     """Base of every analytics table: its own registry, so its metadata holds only analytics's tables."""
 
 

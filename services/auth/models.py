@@ -7,21 +7,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, MetaData, func, text
-from sqlalchemy.orm import registry
+from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, func, text
 from sqlmodel import Field, SQLModel
 
-# Deterministic constraint names, so migrations and error handling can refer to them.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from common.db import table_registry
 
 
-class AuthTable(SQLModel, registry=registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))):
+class AuthTable(SQLModel, registry=table_registry()):
     """Base of every auth table: its own registry, so its metadata holds only auth's tables."""
 
 

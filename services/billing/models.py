@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from common.db import table_registry
 
-class BillingTable(SQLModel, registry=registry()):
+
+class BillingTable(SQLModel, registry=table_registry()):
     """Base of every billing table: its own registry, so its metadata holds only billing's tables."""
 
 

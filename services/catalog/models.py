@@ -23,7 +23,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    MetaData,
     SmallInteger,
     String,
     Table,
@@ -31,20 +30,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
-from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-# Deterministic constraint names, so migrations and error handling can refer to them.
-NAMING_CONVENTION = {
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+from common.db import table_registry
 
 
-class CatalogTable(SQLModel, registry=registry(metadata=MetaData(naming_convention=NAMING_CONVENTION))):
+class CatalogTable(SQLModel, registry=table_registry()):
     """Base of every catalog table: its own registry, so its metadata holds only catalog's tables."""
 
 

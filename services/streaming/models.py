@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
+from common.db import table_registry
 
-class StreamingTable(SQLModel, registry=registry()):
+
+class StreamingTable(SQLModel, registry=table_registry()):
     """Base of every streaming table: its own registry, so its metadata holds only streaming's tables."""
 
 

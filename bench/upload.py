@@ -28,7 +28,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,25 +58,9 @@ RESULTS = ROOT / "bench" / "results"
 
 def _port_range() -> int:
     """A gateway port P with P..P+5 free."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + len(SERVICES) >= 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + len(SERVICES) + 1):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free range of six ports")
+    from tests.conftest import free_port_range
+
+    return free_port_range(len(SERVICES) + 1)
 
 
 class Up:

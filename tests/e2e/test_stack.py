@@ -28,7 +28,7 @@ import pytest
 from common.db import drop_database
 from streamify.embedded import free_port
 from streamify.stack import SERVICES, database_url
-from tests.conftest import PG_BASE, REDIS_URL, ROOT
+from tests.conftest import PG_BASE, REDIS_URL, ROOT, free_port_range
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -47,23 +47,7 @@ def _redis_url(db: int) -> str:
 
 def _port_range() -> int:
     """A gateway port P such that P..P+5 are all free."""
-    for _ in range(50):
-        base = free_port()
-        if base + len(SERVICES) >= 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + len(SERVICES) + 1):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free range of six ports")
+    return free_port_range(len(SERVICES) + 1)
 
 
 def _listening(port: int) -> bool:

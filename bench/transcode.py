@@ -133,8 +133,8 @@ async def pipeline_run(source: Path, settings_overrides: dict[str, Any]) -> dict
     from services.catalog.app import create_app
     from services.catalog.settings import CatalogSettings
     from streamify.stack import database_url
-    from tests.catalog.conftest import TokenMinter
     from tests.conftest import free_port
+    from tests.identities import TokenMinter
     from tests.transcoder.conftest import CatalogServer, _serve
 
     db_url = database_url(PG_BASE, BENCH_DB)

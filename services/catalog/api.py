@@ -5,21 +5,17 @@ never routes it, and every route there needs a service credential)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from common.db import get_session
+from common.commit_hooks import HookedSessionDep
 from common.errors import Unauthorized
 from common.identity import CurrentIdentity, OptionalIdentity
 from common.internal import CallingService, require_service
 from common.storage import LocalStorage, Storage
 from services.catalog import service
-from services.catalog.commit_hooks import run_after_commit
 from services.catalog.errors import ThumbnailNotFound
 from services.catalog.models import Comment, Video, VideoStatus
 from services.catalog.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -45,18 +41,7 @@ from services.catalog.schemas import (
 from services.catalog.service import Actor, Page, ReactionState, Sort
 from services.catalog.settings import CatalogSettings
 
-_session_scope = asynccontextmanager(get_session)
-
-
-async def get_catalog_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """``common.db.get_session`` (commit on success, roll back on error), then the transaction's
-    after-commit callbacks (commit_hooks), all before the response is sent."""
-    async with _session_scope(request) as session:
-        yield session
-    await run_after_commit(session)
-
-
-SessionDep = Annotated[AsyncSession, Depends(get_catalog_session, scope="function")]
+SessionDep = HookedSessionDep
 
 
 def current_actor(identity: CurrentIdentity) -> Actor:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from common.storage import InvalidKey, Storage, StorageError, validate_key
 from common.tokens import Identity
 from services.catalog import repository as repo
-from services.catalog.commit_hooks import after_commit
+from common.commit_hooks import after_commit
 from services.catalog.errors import (
     CommentNotFound,
     CreatorRequired,

@@ -55,7 +55,7 @@ from common.storage import (
 from common.storage import UploadNotFound as StorageUploadNotFound
 from services.catalog import repository as repo
 from services.catalog import service
-from services.catalog.commit_hooks import transaction
+from common.commit_hooks import transaction
 from services.catalog.errors import (
     IncompleteUpload,
     InvalidTransition,

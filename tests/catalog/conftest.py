@@ -4,78 +4,26 @@ local storage directory, RS256 access tokens minted with a key the app trusts (p
 
 from __future__ import annotations
 
-import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
-from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.commit_hooks import transaction
 from common.internal import SERVICE_TOKEN_HEADER, mint_service_token
 from common.storage import Storage, StorageSettings
-from common.tokens import JWKSLoader
 from services.catalog import service
 from services.catalog.app import create_app
-from services.catalog.commit_hooks import transaction
 from services.catalog.settings import CatalogSettings
 from tests.conftest import migrated_database
+from tests.identities import TokenMinter, User
 from tests.media import make_video
-
-
-class TokenMinter:
-    """Signs access tokens the way the auth service does (RS256, kid, iss/aud/typ/jti/exp)."""
-
-    def __init__(self, *, issuer: str = "streamify-auth", audience: str = "streamify") -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = f"catalog-test-{uuid.uuid4().hex[:8]}"
-        self.issuer = issuer
-        self.audience = audience
-
-    def jwks(self) -> dict[str, Any]:
-        public = json.loads(RSAAlgorithm.to_jwk(self.key.public_key()))
-        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
-
-    def loader(self, app: FastAPI) -> JWKSLoader:
-        async def load() -> dict[str, Any]:
-            return self.jwks()
-
-        return load
-
-    def token(self, user_id: uuid.UUID, role: str, **overrides: Any) -> str:
-        now = int(time.time())
-        claims = {
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": str(user_id),
-            "role": role,
-            "typ": "access",
-            "jti": uuid.uuid4().hex,
-            "iat": now,
-            "exp": now + 1800,
-            **overrides,
-        }
-        return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
-
-
-@dataclass(frozen=True)
-class User:
-    id: uuid.UUID
-    role: str
-    token: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
 
 
 def unique_word(prefix: str = "zq") -> str:

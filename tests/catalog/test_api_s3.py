@@ -12,8 +12,9 @@ from fastapi import FastAPI
 
 from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
-from tests.catalog.conftest import CatalogDriver, TokenMinter, catalog_settings_for
+from tests.catalog.conftest import CatalogDriver, catalog_settings_for
 from tests.fixtures_s3 import S3Server
+from tests.identities import TokenMinter
 
 
 @pytest.fixture(scope="module")

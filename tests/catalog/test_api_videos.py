@@ -63,7 +63,7 @@ class TestCreatingAVideo:
         assert response.json()["code"] == "not_authenticated"
 
     async def test_a_token_from_an_unknown_key_is_refused(self, catalog: CatalogDriver):
-        from tests.catalog.conftest import TokenMinter
+        from tests.identities import TokenMinter
 
         forged = TokenMinter().token(uuid.uuid4(), "creator")
         response = await catalog.client.post(

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
+from common.commit_hooks import after_commit, transaction
 from services.catalog import service
-from services.catalog.commit_hooks import after_commit, transaction
 from services.catalog.errors import (
     InvalidStorageKey,
     InvalidTransition,

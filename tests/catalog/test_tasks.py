@@ -11,8 +11,8 @@ from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.jobs import Job, JobStatus
 
+from common.commit_hooks import transaction
 from services.catalog import service
-from services.catalog.commit_hooks import transaction
 from services.catalog.tasks import TRANSCODE_JOB, enqueue_transcode
 from tests.catalog.conftest import CatalogDriver
 

@@ -21,7 +21,7 @@ from services.catalog import upload_service
 from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
 from services.catalog.upload_service import UploadLimits, Uploads
-from tests.catalog.conftest import CatalogDriver, TokenMinter
+from tests.catalog.conftest import CatalogDriver
 from tests.catalog.tus import (
     TUS,
     Tus,
@@ -32,6 +32,7 @@ from tests.catalog.tus import (
     transcode_job,
     upload_settings,
 )
+from tests.identities import TokenMinter
 from tests.media import make_audio, make_text_file
 
 

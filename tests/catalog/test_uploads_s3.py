@@ -19,7 +19,7 @@ from tusclient.client import TusClient
 from services.catalog import upload_service
 from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
-from tests.catalog.conftest import CatalogDriver, TokenMinter, User
+from tests.catalog.conftest import CatalogDriver
 from tests.catalog.tus import (
     OCTETS,
     TUS,
@@ -32,6 +32,7 @@ from tests.catalog.tus import (
     upload_settings,
 )
 from tests.fixtures_s3 import S3Server
+from tests.identities import TokenMinter, User
 from tests.media import make_text_file
 
 MiB = 1024 * 1024

@@ -19,15 +19,15 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from common.commit_hooks import transaction
 from common.internal import SERVICE_TOKEN_HEADER, mint_service_token
 from common.storage import Storage, StorageSettings
 from services.catalog import service
 from services.catalog.app import create_app
-from services.catalog.commit_hooks import transaction
 from services.catalog.settings import CatalogSettings
-from tests.catalog.conftest import TokenMinter, User
 from tests.conftest import free_port, migrated_database
 from tests.fixtures_s3 import S3Server
+from tests.identities import TokenMinter, User
 from transcoder.ffmpeg import ffmpeg_executable
 from transcoder.settings import TranscoderSettings
 from transcoder.tasks import transcode_video

@@ -1,31 +1,35 @@
-"""Work that must happen only once a transaction has committed: enqueueing a transcode job, removing
-a deleted video's objects from storage.
+"""Work that must happen only once a transaction has committed: enqueueing a job, publishing an
+event, removing objects from storage.
 
 A service function registers it with ``after_commit(session, callback)``; it is kept on the session
 and run by whoever commits:
 
-- HTTP routes use catalog's ``SessionDep`` (api.py), which commits like ``common.db.get_session``
-  and then runs the callbacks, before the response is sent;
+- HTTP routes use ``HookedSessionDep`` (below), which commits like ``common.db.get_session`` and
+  then runs the callbacks, before the response is sent;
 - anything else (a worker, a test, the upload code outside a request) uses
   ``async with transaction(sessions) as session: ...``, which does the same.
 
 On rollback the callbacks are dropped: a job is never enqueued for a change that did not happen.
 This is deliberately outbox-free. If the process dies between the commit and a callback, the
-callback is lost; every callback is idempotent (job id = video id, deletes of missing objects are
-no-ops), so a retry or a periodic sweep can repeat it safely.
+callback is lost; every callback must be idempotent (deterministic job ids, event ids, deletes of
+missing objects are no-ops), so a retry or a periodic sweep can repeat it safely.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Annotated
 
 import structlog
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.db import get_session
+
 AfterCommit = Callable[[], Awaitable[object]]
-_KEY = "catalog.after_commit"
-log = structlog.get_logger("catalog")
+_KEY = "streamify.after_commit"
+log = structlog.get_logger("commit_hooks")
 
 
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
@@ -61,3 +65,17 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
             discard_after_commit(session)
             raise
     await run_after_commit(session)
+
+
+_session_scope = asynccontextmanager(get_session)
+
+
+async def get_hooked_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """``common.db.get_session`` (commit on success, roll back on error), then the transaction's
+    after-commit callbacks, all before the response is sent."""
+    async with _session_scope(request) as session:
+        yield session
+    await run_after_commit(session)
+
+
+HookedSessionDep = Annotated[AsyncSession, Depends(get_hooked_session, scope="function")]

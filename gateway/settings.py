@@ -49,6 +49,7 @@ DEFAULT_ROUTES: dict[str, str] = {
     "/api/v1/users/me/history": "streaming",
     "/api/v1/wallet": "billing",
     "/api/v1/creator": "billing",
+    "/api/v1/admin/refunds": "billing",
     "/api/v1/analytics": "analytics",
     "/.well-known/jwks.json": "auth",
 }
@@ -88,6 +89,10 @@ DEFAULT_ROUTE_CLASSES: dict[str, dict[str, Any]] = {
         "max_body_bytes": 10 * GIB,
         "timeout_s": 120,
     },
+    # HLS playlists and segments: each request carries a playback credential bound to a live
+    # session and is authorized against that session by streaming, so no Redis round trip here
+    # (a player fetches a segment every few seconds; a rate limit would only add latency).
+    "playback_media": {"rate_ip": None, "rate_user": None, "max_body_bytes": 0},
 }
 
 
@@ -111,6 +116,7 @@ DEFAULT_CLASS_RULES: list[dict[str, Any]] = [
     {"pattern": "/api/v1/uploads/**", "class": "uploads"},
     {"pattern": "/api/v1/uploads", "class": "uploads"},
     {"pattern": "/api/v1/videos/*/source", "class": "uploads"},
+    {"pattern": "/api/v1/playback/sessions/*/*/**", "class": "playback_media", "methods": ["GET", "HEAD"]},
 ]
 
 # A CSP for the single-page app: same-origin scripts, media from blob: (MSE players) and self.

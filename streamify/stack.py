@@ -42,7 +42,7 @@ SECRETS_FILE = "secrets.env"
 # Secrets generated once per data directory and reused by every later command on it: the
 # service-to-service credential, and the passphrase that encrypts auth's signing keys at rest
 # (a different one on the next start would leave auth unable to read its keys).
-GENERATED_SECRETS = ("INTERNAL_SECRET", "AUTH_SIGNING_KEY_PASSPHRASE")
+GENERATED_SECRETS = ("INTERNAL_SECRET", "AUTH_SIGNING_KEY_PASSPHRASE", "STREAMING_PLAYBACK_SECRET")
 
 log = structlog.get_logger("streamify")
 
@@ -275,6 +275,9 @@ def _uvicorn(app: str, port: int, *extra: str) -> list[str]:
 
 # The gateway's protocol sends each response in one write; and uvicorn must not trust
 # X-Forwarded-For from loopback clients, or a local client could choose its rate-limit IP.
+# Which peers each service calls (streaming: video facts from catalog, charges from billing).
+SERVICE_PEERS: dict[str, tuple[str, ...]] = {"streaming": ("catalog", "billing")}
+
 GATEWAY_UVICORN_FLAGS = (
     "--loop",
     "uvloop",
@@ -318,6 +321,9 @@ def process_specs(
             f"{prefix}_HOST": "127.0.0.1",
             f"{prefix}_PORT": str(port),
         }
+        # Peers a service calls over HTTP (internal APIs), at this stack's ports.
+        for peer in SERVICE_PEERS.get(service, ()):
+            env.setdefault(f"{prefix}_{peer.upper()}_URL", f"http://127.0.0.1:{config.service_port(peer)}")
         specs.append(
             ProcessSpec(
                 name=service,

@@ -119,6 +119,50 @@ def rotate_keys(data_dir: Path) -> None:
     click.echo(f"New signing key: {kid}")
 
 
+@main.group()
+def billing() -> None:
+    """Administer the billing service."""
+
+
+@billing.command("verify")
+@data_dir_option
+def verify_billing(data_dir: Path) -> None:
+    """Check every ledger invariant; print a JSON report; exit 1 on any violation.
+
+    \b
+    Each transaction's entries sum to zero; each wallet's balance equals the sum of its entries
+    (at every step of its history); no balance below zero; no key used twice; every charge,
+    top-up and refund has exactly its entries, with the documented fee split.
+    """
+    import contextlib
+    import json
+
+    import asyncpg
+
+    from services.billing.verify import verify_ledger
+
+    config = stack.StackConfig.from_env(data_dir=data_dir)
+    # stdout carries the report alone (for jq and scripts); finding the servers logs to stderr.
+    with contextlib.redirect_stdout(sys.stderr), stack.backends(config, redis=False) as found:
+        url = stack.database_url(found.database_url, config.database_name("billing"))
+        try:
+            report = asyncio.run(verify_ledger(url))
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise click.ClickException(
+                f"There is no billing database {config.database_name('billing')!r}; run `streamify migrate`."
+            ) from exc
+        except asyncpg.UndefinedTableError as exc:
+            raise click.ClickException(
+                "The billing database is not migrated; run `streamify migrate`."
+            ) from exc
+    click.echo(json.dumps(report.as_dict(), indent=2))
+    if not report.ok:
+        broken = ", ".join(f"{name} ({count})" for name, count in report.violations.items())
+        click.echo(f"Ledger invariants violated: {broken}", err=True)
+        sys.exit(1)
+    click.echo("Ledger verified: every invariant holds.", err=True)
+
+
 def _run_admin_task(coro: Coroutine[Any, Any, T]) -> T:
     """Runs an admin coroutine; expected errors (weak password, ...) become a clean CLI error."""
     from common.errors import AppError

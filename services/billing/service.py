@@ -1,0 +1,379 @@
+"""Billing rules: charges, top-ups, refunds, statements and earnings. No HTTP here.
+
+Fee split (SPEC §4). A charge of ``amount`` cents with the fee rate ``bps`` in force
+(``BILLING_PLATFORM_FEE_BPS``, default 2000 = 20 %) splits into
+
+    platform_fee  = floor(amount * bps / 10000)
+    creator_share = amount - platform_fee
+
+so any fraction of a cent goes to the creator (a 1-cent charge is all the creator's; 333 cents at
+20 % is 66 to the platform, 267 to the creator). The rate is recorded on every charge, so changing
+it affects new charges only. A refund of ``r`` cents of a charge of which ``R`` cents were refunded
+before gives back ``floor((R + r) * fee / amount) - floor(R * fee / amount)`` of the platform's
+fee and the rest of ``r`` from the creator's share: the parts of all refunds of a charge add up
+exactly to the charge's parts once it is fully refunded, and never exceed them before.
+
+Idempotency. A charge's key is ``"<session_id>:<unit>"``; a top-up's and a refund's key is the
+client's ``Idempotency-Key`` scoped to its user (``topup:<user>:<key>``, ``refund:<admin>:<key>``).
+Every transaction stores the sha256 of its request's canonical body: the same key with the same
+body gets the first result again (``replayed``), with a different body 422. Keys are decided by
+the database's unique index, so concurrent duplicates make one transaction.
+
+Events are handed to the background publisher (common.events.BackgroundPublisher) once the ledger
+statement has returned, i.e. after its commit, with ids derived from the facts (charge key,
+transaction id), so publishing a replay again is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from common.events import BackgroundPublisher, new_event
+from common.tokens import Identity
+from services.billing import repository as repo
+from services.billing.errors import (
+    AmountOutOfRange,
+    ChargeNotFound,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InvalidChargeKey,
+    InvalidCursor,
+    InvalidIdempotencyKey,
+    InvalidIdentity,
+    InvalidPaymentMethod,
+    PaymentDeclined,
+    PaymentProviderUnavailable,
+    RefundExceedsCharge,
+    SelfCharge,
+    TransactionNotFound,
+    UnsupportedCurrency,
+)
+from services.billing.models import BPS_DENOMINATOR, TransactionKind
+from services.billing.payments import (
+    PaymentProvider,
+    PaymentProviderError,
+    PaymentRequest,
+    UnsupportedPaymentMethod,
+)
+from services.billing.schemas import ChargeCreate, RefundCreate, TopupCreate
+from services.billing.settings import BillingSettings
+
+log = structlog.get_logger("billing")
+SOURCE = "billing"
+IDEMPOTENCY_KEY_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Billing:
+    """What billing works with, built once by the app's lifespan."""
+
+    ledger: asyncpg.Pool
+    events: BackgroundPublisher
+    provider: PaymentProvider
+    settings: BillingSettings
+
+
+def split_charge(amount: int, fee_bps: int) -> tuple[int, int]:
+    """(creator_share, platform_fee) of a charge; the fee rounds down (see the module docstring)."""
+    fee = amount * fee_bps // BPS_DENOMINATOR
+    return amount - fee, fee
+
+
+def request_hash(kind: str, *values: Any) -> bytes:
+    """sha256 of a request's canonical form (its kind and its values, in a fixed order)."""
+    return hashlib.sha256(orjson.dumps([kind, *values])).digest()
+
+
+def user_uuid(identity: Identity) -> uuid.UUID:
+    try:
+        return uuid.UUID(identity.user_id)
+    except ValueError as exc:
+        raise InvalidIdentity() from exc
+
+
+def scoped_key(kind: str, owner: uuid.UUID, idempotency_key: str | None) -> str:
+    """The ledger key of a client's request: its Idempotency-Key within its own namespace."""
+    if idempotency_key is None:
+        return f"{kind}:{owner}:{uuid.uuid4().hex}"
+    if not 1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX or not all(
+        "!" <= char <= "~" for char in idempotency_key
+    ):
+        raise InvalidIdempotencyKey()
+    return f"{kind}:{owner}:{idempotency_key}"
+
+
+# --- charges (internal, streaming) -------------------------------------------------------------
+
+
+async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult:
+    """Debit the viewer, credit the creator's share and the platform's fee, in one transaction."""
+    settings = billing.settings
+    if data.key != f"{data.session_id}:{data.unit}":
+        raise InvalidChargeKey()
+    if data.currency != settings.currency:
+        raise UnsupportedCurrency(f"Billing charges in {settings.currency} only.")
+    if data.viewer_id == data.creator_id:
+        raise SelfCharge()
+    digest = request_hash(
+        "charge",
+        data.key,
+        data.session_id,
+        data.unit,
+        data.viewer_id,
+        data.creator_id,
+        data.video_id,
+        data.amount,
+        data.currency,
+    )
+    try:
+        result = await repo.charge(
+            billing.ledger,
+            key=data.key,
+            request_hash=digest,
+            viewer_id=data.viewer_id,
+            creator_id=data.creator_id,
+            video_id=data.video_id,
+            session_id=data.session_id,
+            unit=data.unit,
+            amount=data.amount,
+            fee_bps=settings.platform_fee_bps,
+            currency=data.currency,
+        )
+    except repo.LedgerRefusal as refusal:
+        if refusal.sqlstate == repo.INSUFFICIENT_FUNDS:
+            raise InsufficientFunds(
+                balance=int(refusal.detail or 0), amount=data.amount, currency=data.currency
+            ) from None
+        if refusal.sqlstate == repo.KEY_REUSED:
+            raise IdempotencyKeyReused() from None
+        raise
+    billing.events.publish(
+        new_event(
+            "billing.unit_charged",
+            {
+                "transaction_id": str(result.transaction_id),
+                "key": data.key,
+                "session_id": str(data.session_id),
+                "unit": data.unit,
+                "viewer_id": str(data.viewer_id),
+                "creator_id": str(data.creator_id),
+                "video_id": str(data.video_id),
+                "amount": result.amount,
+                "creator_share": result.amount - result.platform_fee,
+                "platform_fee": result.platform_fee,
+                "currency": data.currency,
+            },
+            source=SOURCE,
+            key=data.key,
+            occurred_at=result.created_at,
+        ),
+    )
+    return result
+
+
+# --- top-ups -----------------------------------------------------------------------------------
+
+
+async def top_up(
+    billing: Billing, data: TopupCreate, *, identity: Identity, idempotency_key: str | None
+) -> repo.TopupResult:
+    """Take ``amount`` from the payment method through the provider, then credit the wallet.
+
+    A key seen before answers from the ledger without asking the provider again. Parallel
+    requests with one key may both ask the provider (which is given the key, so it takes the money
+    once) and then meet at the ledger's unique key: one top-up.
+    """
+    settings, provider = billing.settings, billing.provider
+    user_id = user_uuid(identity)
+    key = scoped_key("topup", user_id, idempotency_key)
+    if not settings.topup_min <= data.amount <= settings.topup_max:
+        raise AmountOutOfRange(
+            f"A top-up is between {settings.topup_min} and {settings.topup_max} cents.",
+            minimum=settings.topup_min,
+            maximum=settings.topup_max,
+        )
+    digest = request_hash("topup", data.amount, data.payment_method, settings.currency)
+    stored = await repo.stored_request(billing.ledger, key)
+    if stored is not None:
+        if stored.kind != TransactionKind.topup or stored.request_hash != digest:
+            raise IdempotencyKeyReused()
+        result = repo.TopupResult(
+            stored.transaction_id, stored.amount, stored.balance_after, stored.created_at, True
+        )
+    else:
+        payment = PaymentRequest(
+            amount=data.amount,
+            currency=settings.currency,
+            payment_method=data.payment_method,
+            idempotency_key=key,
+            user_id=user_id,
+        )
+        try:
+            async with asyncio.timeout(settings.payment_timeout_s):
+                outcome = await provider.charge(payment)
+        except UnsupportedPaymentMethod as exc:
+            raise InvalidPaymentMethod(str(exc)) from None
+        except (PaymentProviderError, TimeoutError) as exc:
+            log.warning("payment_provider_failed", provider=provider.name, error=repr(exc))
+            raise PaymentProviderUnavailable() from None
+        if not outcome.approved:
+            log.info("topup_declined", provider=provider.name, decline_code=outcome.decline_code)
+            raise PaymentDeclined(decline_code=outcome.decline_code or "declined")
+        try:
+            result = await repo.topup(
+                billing.ledger,
+                key=key,
+                request_hash=digest,
+                user_id=user_id,
+                amount=data.amount,
+                currency=settings.currency,
+                payment_method=data.payment_method,
+                provider_reference=outcome.reference,
+            )
+        except repo.LedgerRefusal as refusal:
+            if refusal.sqlstate == repo.KEY_REUSED:
+                raise IdempotencyKeyReused() from None
+            raise
+    billing.events.publish(
+        new_event(
+            "billing.topup_succeeded",
+            {
+                "transaction_id": str(result.transaction_id),
+                "user_id": str(user_id),
+                "amount": result.amount,
+                "balance": result.balance,
+                "currency": settings.currency,
+            },
+            source=SOURCE,
+            key=str(result.transaction_id),
+            occurred_at=result.created_at,
+        ),
+    )
+    return result
+
+
+# --- refunds -----------------------------------------------------------------------------------
+
+
+async def refund_charge(
+    billing: Billing, data: RefundCreate, *, admin: Identity, idempotency_key: str | None
+) -> repo.RefundResult:
+    """A reversing transaction for all or part of a charge (never more than is left of it)."""
+    actor_id = user_uuid(admin)
+    key = scoped_key("refund", actor_id, idempotency_key)
+    digest = request_hash("refund", data.transaction_id, data.amount, data.reason)
+    try:
+        result = await repo.refund(
+            billing.ledger,
+            key=key,
+            request_hash=digest,
+            charge_id=data.transaction_id,
+            amount=data.amount,
+            actor_id=actor_id,
+            reason=data.reason,
+        )
+    except repo.LedgerRefusal as refusal:
+        if refusal.sqlstate == repo.KEY_REUSED:
+            raise IdempotencyKeyReused() from None
+        if refusal.sqlstate == repo.CHARGE_NOT_FOUND:
+            raise ChargeNotFound() from None
+        if refusal.sqlstate == repo.REFUND_EXCEEDS_CHARGE:
+            raise RefundExceedsCharge(refundable=int(refusal.detail or 0)) from None
+        raise
+    facts = await repo.charge_facts(billing.ledger, result.refund_of)
+    assert facts is not None, "a refund always reverses a charge"
+    billing.events.publish(
+        new_event(
+            "billing.refund_issued",
+            {
+                "transaction_id": str(result.transaction_id),
+                "refund_of": str(result.refund_of),
+                "charge_key": facts.key,
+                "viewer_id": str(facts.viewer_id),
+                "creator_id": str(facts.creator_id),
+                "video_id": str(facts.video_id),
+                "amount": result.amount,
+                "creator_part": result.amount - result.platform_fee,
+                "platform_part": result.platform_fee,
+                "currency": billing.settings.currency,
+                "actor_id": str(actor_id),
+            },
+            source=SOURCE,
+            key=str(result.transaction_id),
+            occurred_at=result.created_at,
+        ),
+    )
+    return result
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StatementPage:
+    items: list[repo.StatementLine]
+    next_cursor: str | None
+
+
+_CURSOR_PREFIX = "w1:"
+
+
+def encode_cursor(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{entry_id}".encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    """The entry id a page ends at; InvalidCursor when the cursor was not made here."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCursor() from exc
+    number = text.removeprefix(_CURSOR_PREFIX)
+    if number == text or not number.isdigit() or len(number) > 19:
+        raise InvalidCursor()
+    return int(number)
+
+
+async def wallet_balance(billing: Billing, user_id: uuid.UUID) -> int:
+    return await repo.wallet_balance(billing.ledger, user_id, billing.settings.currency)
+
+
+async def wallet_statement(
+    billing: Billing, *, identity: Identity, cursor: str | None, limit: int
+) -> StatementPage:
+    """The caller's own wallet transactions, newest first."""
+    before = decode_cursor(cursor) if cursor else None
+    lines = await repo.wallet_statement(
+        billing.ledger, user_uuid(identity), billing.settings.currency, before_entry=before, limit=limit + 1
+    )
+    more = len(lines) > limit
+    lines = lines[:limit]
+    return StatementPage(items=lines, next_cursor=encode_cursor(lines[-1].entry_id) if more else None)
+
+
+async def wallet_transaction(
+    billing: Billing, transaction_id: uuid.UUID, *, identity: Identity
+) -> repo.StatementLine:
+    """One transaction of the caller's own wallet; anyone else's is 'not found'."""
+    line = await repo.wallet_line(
+        billing.ledger, user_uuid(identity), billing.settings.currency, transaction_id
+    )
+    if line is None:
+        raise TransactionNotFound()
+    return line
+
+
+async def earnings(billing: Billing, *, identity: Identity) -> tuple[int, list[repo.VideoEarning]]:
+    """The caller's own earnings: the total (their creator account's balance) and per video."""
+    videos = await repo.creator_earnings(billing.ledger, user_uuid(identity), billing.settings.currency)
+    return sum(video.amount for video in videos), videos

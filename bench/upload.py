@@ -11,11 +11,12 @@ of 1 MiB blocks, so the client never holds more than one block). Measured, in th
 
 for each: MB/s (10^6 bytes/s, first byte of the creation request to the last PATCH's answer,
 which includes the catalog's completion work: moving the file into place and sniffing it with
-ffprobe) and the RSS growth of the gateway and catalog processes (found by the port they listen
+ffprobe), the RSS growth of the gateway and catalog processes (found by the port they listen
 on; peak during the upload minus the value after a small warm-up upload; sampled every 20 ms with
-psutil). The bytes are not a video: after the upload the video ends ``failed`` (the sniffing says
-so), which does not matter here. Targets (issue 3): >= 150 MB/s through the gateway, each process
-< 64 MiB growth.
+psutil), the CPU seconds each of the two spent on the upload, and how busy the whole machine was
+meanwhile (the machine is shared: a busy one explains a slow run). The bytes are not a video:
+after the upload the video ends ``failed`` (the sniffing says so), which does not matter here.
+Targets (issue 3): >= 150 MB/s through the gateway, each process < 64 MiB growth.
 
     .venv/bin/python bench/upload.py [--mib 1024] [--chunk-mib 128] [--skip-direct]
 """
@@ -209,7 +210,7 @@ def tus_upload(
     http: httpx.Client, endpoint: str, creator: Creator, size: int, chunk: int
 ) -> tuple[float, list[float]]:
     """Create a tus upload of ``size`` bytes at ``endpoint`` and send them: the seconds it took, and
-    each PATCH's (the last one includes the catalog's completion: assembling the file, sniffing)."""
+    each PATCH's (the last one includes the catalog's completion: moving the file into place, sniffing)."""
     block = os.urandom(BLOCK)
     video_id = creator.video()
     metadata = "video_id " + base64.b64encode(video_id.encode()).decode()
@@ -249,15 +250,30 @@ def measure(up: Up, creator: Creator, *, base_url: str, path: str, size: int, ch
     with httpx.Client(base_url=base_url, timeout=300) as http:
         # Warm-up: every code path once (connections, imports, buffers) before the baseline.
         tus_upload(http, base_url + path, creator, 16 * MIB, 8 * MIB)
+        cpu_before = {name: _cpu_s(p) for name, p in processes.items()}
+        machine_before = psutil.cpu_times()
         with RssSampler(processes) as rss:
             seconds, patches = tus_upload(http, base_url + path, creator, size, chunk)
+        machine_after = psutil.cpu_times()
+        cpu = {name: round(_cpu_s(p) - cpu_before[name], 2) for name, p in processes.items()}
+    idle = machine_after.idle - machine_before.idle
+    total = sum(machine_after) - sum(machine_before)
     return {
         "bytes": size,
         "seconds": round(seconds, 2),
         "mb_per_s": round(size / seconds / 1e6, 1),
         "patch_s": patches,
         "rss": rss.report(),
+        "cpu_s": cpu,
+        # How busy the whole machine was meanwhile (other work on it included): 1.0 is every core.
+        "machine_busy": round(1 - idle / total, 2) if total > 0 else None,
     }
+
+
+def _cpu_s(process: psutil.Process) -> float:
+    """User + system CPU seconds of ``process`` (all its threads) so far."""
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def main() -> None:

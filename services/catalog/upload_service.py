@@ -25,6 +25,7 @@ transcode job is queued after that commit) or to ``failed`` with a readable reas
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import secrets
@@ -42,6 +43,7 @@ from redis.exceptions import LockError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from common.commit_hooks import transaction
 from common.media import ProbeError, ProbeResult, ProbeUnavailable, probe
 from common.storage import (
     MAX_PART_NUMBER,
@@ -55,7 +57,6 @@ from common.storage import (
 from common.storage import UploadNotFound as StorageUploadNotFound
 from services.catalog import repository as repo
 from services.catalog import service
-from common.commit_hooks import transaction
 from services.catalog.errors import (
     IncompleteUpload,
     InvalidTransition,
@@ -306,6 +307,48 @@ async def create_upload(
 # --- PATCH: appending bytes -------------------------------------------------------------------------
 
 
+class _Pending:
+    """Received bytes not stored yet, kept as the chunks they arrived in: cutting a part off joins
+    them once. (A growing bytearray copied every byte twice, into it and out of it, and was
+    reallocated from small to a whole part for every part.)"""
+
+    def __init__(self) -> None:
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, chunk: bytes) -> None:
+        if chunk:
+            self._chunks.append(bytes(chunk))  # no copy for bytes, which is what servers hand out
+            self._size += len(chunk)
+
+    def take(self, size: int) -> bytes:
+        """The first ``size`` bytes, removed."""
+        taken: list[bytes] = []
+        left = size
+        while left > 0:
+            chunk = self._chunks[0]
+            if len(chunk) <= left:
+                taken.append(self._chunks.popleft())
+                left -= len(chunk)
+            else:
+                taken.append(chunk[:left])
+                self._chunks[0] = chunk[left:]
+                left = 0
+        self._size -= size
+        return b"".join(taken)
+
+    def peek(self) -> bytes:
+        """All of it, kept."""
+        return b"".join(self._chunks)
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._size = 0
+
+
 class _PartWriter:
     """Cuts the bytes of one PATCH into stored parts, keeping a too-small remainder as the tail.
 
@@ -318,7 +361,7 @@ class _PartWriter:
         self.upload = upload
         self.claim = claim
         self.part_size, self.min_part = part_sizes(upload.length, uploads.limits.part_size)
-        self.buffer = bytearray()
+        self.buffer = _Pending()
         # Absolute offset of buffer[0]; the durable tail (if any) is the buffer's first bytes.
         self.buffer_start = upload.upload_offset - upload.tail_size
         self.durable = upload.upload_offset
@@ -338,7 +381,7 @@ class _PartWriter:
             if key is None:
                 raise StorageError("no tail key recorded")
             async for chunk in self.storage.stream(key, start=0, end=size - 1):
-                self.buffer += chunk
+                self.buffer.append(chunk)
         except StorageError:
             log.warning("upload_tail_lost", upload_id=str(self.upload.id))
             self.buffer.clear()
@@ -351,7 +394,7 @@ class _PartWriter:
             )
 
     async def write(self, chunk: bytes) -> None:
-        self.buffer += chunk
+        self.buffer.append(chunk)
         # Full parts go out as they fill, but never the final one: it is stored by ``finish``.
         while len(self.buffer) >= self.part_size and self.buffer_start + self.part_size < self.upload.length:
             await self._send_part(self.part_size)
@@ -377,9 +420,7 @@ class _PartWriter:
         """Cut ``size`` bytes off the buffer and start storing them as the next part."""
         upload = self.upload
         assert upload.multipart_id is not None
-        with memoryview(self.buffer) as view:
-            data = view[:size].tobytes()
-        del self.buffer[:size]
+        data = self.buffer.take(size)
         self.buffer_start += size
         await self._settle()
         await self.claim.renew()
@@ -413,7 +454,7 @@ class _PartWriter:
     async def _store_tail(self) -> None:
         await self.claim.renew()
         key = _new_tail_key(self.upload)
-        await self.storage.put(key, bytes(self.buffer))
+        await self.storage.put(key, self.buffer.peek())
         try:
             await self._record(
                 to_offset=self.buffer_start + len(self.buffer),

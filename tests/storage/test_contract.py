@@ -24,6 +24,7 @@ from common.storage import (
 )
 
 KiB = 1024
+MiB = 1024 * KiB
 PATTERN = bytes(range(256)) * 40  # 10 KiB, every offset distinguishable modulo 256
 
 
@@ -385,6 +386,107 @@ class TestMultipartUpload:
             with pytest.raises(InvalidPart):
                 await storage.upload_part("numbers/key", upload_id, number, b"x")
         await storage.abort_multipart("numbers/key", upload_id)
+
+
+def full_part(seed: int) -> bytes:
+    """MIN_PART_SIZE bytes that differ from every other seed's at every offset."""
+    return bytes((i * 7 + seed) % 251 for i in range(256)) * (MIN_PART_SIZE // 256)
+
+
+def multipart_etag(*parts: bytes) -> str:
+    return md5(b"".join(bytes.fromhex(md5(part)) for part in parts)) + f"-{len(parts)}"
+
+
+class TestMultipartPartOrder:
+    """Parts sent in order, out of order, twice, or left out of the completion."""
+
+    KEY = "videos/11/source"
+
+    async def send(self, storage: Storage, upload_id: str, number: int, data: bytes) -> PartInfo:
+        # Odd-sized chunks and one big one, as a network stream would bring them.
+        pieces = [data[:1000], data[1000 : 2 * MiB], data[2 * MiB :]]
+        return await storage.upload_part(self.KEY, upload_id, number, chunks(*pieces))
+
+    async def test_parts_sent_in_order_as_streams_come_back_byte_for_byte(self, storage: Storage) -> None:
+        data = [full_part(1), full_part(2), full_part(3), b"end" * 1000]
+        upload_id = await storage.create_multipart(self.KEY, "video/mp4")
+
+        parts = [await self.send(storage, upload_id, n, part) for n, part in enumerate(data, start=1)]
+        info = await storage.complete_multipart(self.KEY, upload_id, parts)
+
+        assert [(p.etag, p.size) for p in parts] == [(md5(part), len(part)) for part in data]
+        assert (info.size, info.etag) == (sum(map(len, data)), multipart_etag(*data))
+        assert await storage.get(self.KEY) == b"".join(data)
+        assert await storage.list_multipart_uploads(self.KEY) == []
+
+    @pytest.mark.parametrize("again", [1, 2, 3])
+    async def test_a_part_sent_again_with_other_bytes_ends_with_the_new_bytes(
+        self, storage: Storage, again: int
+    ) -> None:
+        data = {1: full_part(1), 2: full_part(2), 3: b"last" * 1000}
+        upload_id = await storage.create_multipart(self.KEY)
+        first = [await self.send(storage, upload_id, n, part) for n, part in data.items()]
+        data[again] = full_part(9) + b"longer" if again < 3 else b"other last"
+
+        resent = await self.send(storage, upload_id, again, data[again])
+        listed = await storage.list_parts(self.KEY, upload_id)
+
+        assert listed == [resent if p.part_number == again else p for p in first]
+        with pytest.raises(InvalidPart):  # the replaced part's ETag no longer names a part
+            await storage.complete_multipart(self.KEY, upload_id, first)
+        info = await storage.complete_multipart(self.KEY, upload_id, listed)
+        assert await storage.get(self.KEY) == data[1] + data[2] + data[3]
+        assert info.etag == multipart_etag(data[1], data[2], data[3])
+
+    @pytest.mark.parametrize("order", [(3, 1, 2), (1, 3, 2), (2, 1, 3)], ids=str)
+    async def test_parts_sent_out_of_order_are_joined_in_part_number_order(
+        self, storage: Storage, order: tuple[int, ...]
+    ) -> None:
+        data = {1: full_part(1), 2: full_part(2), 3: b"tail" * 1000}
+        upload_id = await storage.create_multipart(self.KEY)
+        for number in order:
+            await self.send(storage, upload_id, number, data[number])
+
+        listed = await storage.list_parts(self.KEY, upload_id)
+        info = await storage.complete_multipart(self.KEY, upload_id, listed)
+
+        assert [p.part_number for p in listed] == [1, 2, 3]
+        assert await storage.get(self.KEY) == data[1] + data[2] + data[3]
+        assert info.etag == multipart_etag(data[1], data[2], data[3])
+
+    @pytest.mark.parametrize(
+        ("sent", "completed"),
+        [((1, 2, 3), (1, 2)), ((1, 2, 3), (1, 3)), ((1, 2, 3), (2, 3)), ((1, 2, 5), (1, 2, 5))],
+        ids=str,
+    )
+    async def test_completing_with_some_of_the_parts_joins_exactly_those(
+        self, storage: Storage, sent: tuple[int, ...], completed: tuple[int, ...]
+    ) -> None:
+        data = {n: full_part(n) for n in sent}
+        upload_id = await storage.create_multipart(self.KEY)
+        parts = {n: await self.send(storage, upload_id, n, data[n]) for n in sent}
+
+        info = await storage.complete_multipart(self.KEY, upload_id, [parts[n] for n in completed])
+
+        assert await storage.get(self.KEY) == b"".join(data[n] for n in completed)
+        assert info.etag == multipart_etag(*(data[n] for n in completed))
+        with pytest.raises(UploadNotFound):
+            await storage.list_parts(self.KEY, upload_id)
+
+    async def test_a_completion_that_is_refused_leaves_the_upload_as_it_was(self, storage: Storage) -> None:
+        data = [full_part(1), b"x" * KiB, full_part(3)]
+        upload_id = await storage.create_multipart(self.KEY)
+        parts = [await self.send(storage, upload_id, n, part) for n, part in enumerate(data, start=1)]
+
+        with pytest.raises(PartTooSmall):  # part 2 is short and not the last
+            await storage.complete_multipart(self.KEY, upload_id, parts)
+        with pytest.raises(InvalidPart):  # listed out of order
+            await storage.complete_multipart(self.KEY, upload_id, [parts[1], parts[0]])
+
+        assert await storage.head(self.KEY) is None
+        assert await storage.list_parts(self.KEY, upload_id) == parts
+        await storage.complete_multipart(self.KEY, upload_id, parts[:2])
+        assert await storage.get(self.KEY) == data[0] + data[1]
 
 
 class TestPresignedGet:

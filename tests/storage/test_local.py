@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import fcntl
+import hashlib
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from common.storage import InvalidKey, LocalStorage
+from common.storage import InvalidKey, LocalStorage, PartInfo, UploadNotFound
 
 
 @pytest.fixture
@@ -83,7 +87,8 @@ class TestLayout:
         part = await local.upload_part("videos/2/source", upload_id, 1, b"tiny")
         upload_dir = local.root / ".multipart" / upload_id
 
-        assert len(files_under(upload_dir)) == 2  # the upload record and one part
+        # The upload record, and the part in the assembly with its index and lock.
+        assert files_under(upload_dir) == ["assembly", "assembly.json", "assembly.lock", "upload.json"]
         assert [info.key async for info in local.list()] == []
 
         await local.complete_multipart("videos/2/source", upload_id, [part])
@@ -118,3 +123,216 @@ class TestLayout:
 
         assert head is not None
         assert (head.size, head.content_type) == (5, "application/octet-stream")
+
+
+KEY = "videos/12/source"
+PART = 64 * 1024  # parts of the tests below (MIN_PART_SIZE is lowered to this)
+
+
+def part_bytes(seed: int, size: int = PART) -> bytes:
+    return bytes((i * 13 + seed) % 251 for i in range(size))
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+async def chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+
+
+class Gate:
+    """A part's stream that sends its first half, then waits for ``open`` (or breaks)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.halfway = asyncio.Event()
+        self.release = asyncio.Event()
+        self.fail = False
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        yield self.data[: len(self.data) // 2]
+        self.halfway.set()
+        await self.release.wait()
+        if self.fail:
+            raise RuntimeError("client went away")
+        yield self.data[len(self.data) // 2 :]
+
+
+class TestAssembly:
+    """Parts that arrive in order are written once, into the file that becomes the object."""
+
+    @pytest.fixture(params=[True, False], ids=["direct", "cached"])
+    async def small_parts(
+        self, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> AsyncIterator[LocalStorage]:
+        async with LocalStorage(tmp_path / "store", direct_io=request.param) as storage:
+            storage.MIN_PART_SIZE = PART
+            yield storage
+
+    def assembly(self, local: LocalStorage, upload_id: str) -> Path:
+        return local.root / ".multipart" / upload_id / "assembly"
+
+    async def test_parts_in_order_are_renamed_into_place_not_copied(self, small_parts: LocalStorage) -> None:
+        local = small_parts
+        data = [part_bytes(1), part_bytes(2), b"last"]
+        upload_id = await local.create_multipart(KEY, "video/mp4")
+        parts = [await local.upload_part(KEY, upload_id, n, part) for n, part in enumerate(data, start=1)]
+        assembled = self.assembly(local, upload_id).stat()
+
+        await local.complete_multipart(KEY, upload_id, parts)
+
+        assert local.local_path(KEY).stat().st_ino == assembled.st_ino
+        assert local.local_path(KEY).read_bytes() == b"".join(data)
+        assert files_under(local.root / ".multipart") == []
+        assert files_under(local.root / ".tmp") == []
+
+    async def test_a_part_cut_off_halfway_is_not_counted_and_the_next_try_fits(
+        self, small_parts: LocalStorage
+    ) -> None:
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        first = await local.upload_part(KEY, upload_id, 1, part_bytes(1))
+        broken = Gate(part_bytes(2))
+        broken.fail = True
+        sending = asyncio.create_task(local.upload_part(KEY, upload_id, 2, broken.stream()))
+        await broken.halfway.wait()
+        broken.release.set()
+
+        with pytest.raises(RuntimeError):
+            await sending
+        assert await local.list_parts(KEY, upload_id) == [first]
+        assert self.assembly(local, upload_id).stat().st_size == PART
+
+        second = await local.upload_part(KEY, upload_id, 2, part_bytes(2))
+        await local.complete_multipart(KEY, upload_id, [first, second])
+        assert await local.get(KEY) == part_bytes(1) + part_bytes(2)
+
+    async def test_a_cancelled_part_releases_the_assembly_for_the_next_one(
+        self, small_parts: LocalStorage
+    ) -> None:
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        first = await local.upload_part(KEY, upload_id, 1, part_bytes(1))
+        stalled = Gate(part_bytes(2))
+        sending = asyncio.create_task(local.upload_part(KEY, upload_id, 2, stalled.stream()))
+        await stalled.halfway.wait()
+
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+        second = await local.upload_part(KEY, upload_id, 2, part_bytes(3))
+        assembled = self.assembly(local, upload_id).stat()
+        await local.complete_multipart(KEY, upload_id, [first, second])
+
+        assert local.local_path(KEY).stat().st_ino == assembled.st_ino
+        assert await local.get(KEY) == part_bytes(1) + part_bytes(3)
+
+    async def test_bytes_past_the_indexed_parts_as_after_a_crash_are_ignored(
+        self, small_parts: LocalStorage
+    ) -> None:
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        first = await local.upload_part(KEY, upload_id, 1, part_bytes(1))
+        # A process that died while writing part 2 left its bytes, but never indexed them.
+        with self.assembly(local, upload_id).open("ab") as assembly:
+            assembly.write(b"half of a part" * 1000)
+
+        assert await local.list_parts(KEY, upload_id) == [first]
+        second = await local.upload_part(KEY, upload_id, 2, b"short")
+        with self.assembly(local, upload_id).open("ab") as assembly:
+            assembly.write(b"and again")
+        await local.complete_multipart(KEY, upload_id, [first, second])
+
+        assert await local.get(KEY) == part_bytes(1) + b"short"
+        head = await local.head(KEY)
+        assert head is not None and head.size == PART + 5
+
+    async def test_a_part_sent_while_another_is_being_appended_gets_a_file_of_its_own(
+        self, small_parts: LocalStorage
+    ) -> None:
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        first = await local.upload_part(KEY, upload_id, 1, part_bytes(1))
+        slow = Gate(part_bytes(2))
+        sending = asyncio.create_task(local.upload_part(KEY, upload_id, 2, slow.stream()))
+        await slow.halfway.wait()
+
+        third = await local.upload_part(KEY, upload_id, 3, b"third")
+        # Completing waits for the part being appended rather than reading half of it.
+        completing = asyncio.create_task(
+            local.complete_multipart(KEY, upload_id, [first, PartInfo(2, md5(part_bytes(2)), PART), third])
+        )
+        await asyncio.sleep(0.05)
+        assert not completing.done()
+        slow.release.set()
+        second = await sending
+        await completing
+
+        assert second == PartInfo(2, md5(part_bytes(2)), PART)
+        assert await local.get(KEY) == part_bytes(1) + part_bytes(2) + b"third"
+
+    async def test_a_part_appended_to_an_aborted_upload_is_refused(self, small_parts: LocalStorage) -> None:
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        slow = Gate(part_bytes(1))
+        sending = asyncio.create_task(local.upload_part(KEY, upload_id, 1, slow.stream()))
+        await slow.halfway.wait()
+
+        await local.abort_multipart(KEY, upload_id)
+        slow.release.set()
+
+        with pytest.raises(UploadNotFound):
+            await sending
+        assert files_under(local.root / ".multipart") == []
+        assert await local.list_multipart_uploads() == []
+
+    async def test_a_completion_after_the_assembly_was_already_renamed_is_an_unknown_upload(
+        self, small_parts: LocalStorage
+    ) -> None:
+        # A completion that renamed the assembly but died before removing the upload's folder.
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        part = await local.upload_part(KEY, upload_id, 1, b"whole file")
+        self.assembly(local, upload_id).rename(local.root / "elsewhere")
+
+        with pytest.raises(UploadNotFound):
+            await local.complete_multipart(KEY, upload_id, [part])
+        assert await local.head(KEY) is None
+
+    @pytest.mark.parametrize("refused", ["open", "write"])
+    async def test_parts_of_any_size_land_byte_for_byte_also_where_direct_writes_are_refused(
+        self, small_parts: LocalStorage, monkeypatch: pytest.MonkeyPatch, refused: str
+    ) -> None:
+        # Sizes that start and end parts mid-page, and a part smaller than a page.
+        sizes = [PART + 1, PART + 4095, PART + 3 * 4096, PART + 4089, 100]
+        data = [part_bytes(n, size) for n, size in enumerate(sizes)]
+        open_file, pwrite = os.open, os.pwrite
+
+        def refusing_open(path: str | os.PathLike[str], flags: int, *args: int, **kwargs: int) -> int:
+            if refused == "open" and flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return open_file(path, flags, *args, **kwargs)
+
+        def refusing_pwrite(fd: int, data: bytes, position: int) -> int:
+            if refused == "write" and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return pwrite(fd, data, position)
+
+        local = small_parts
+        upload_id = await local.create_multipart(KEY)
+        first = await local.upload_part(KEY, upload_id, 1, data[0])
+        monkeypatch.setattr(os, "open", refusing_open)
+        monkeypatch.setattr(os, "pwrite", refusing_pwrite)
+        parts = [first] + [
+            await local.upload_part(KEY, upload_id, n, chunks(part[:5000], part[5000:]))
+            for n, part in enumerate(data[1:], start=2)
+        ]
+        monkeypatch.undo()
+        assembled = self.assembly(local, upload_id).stat()
+        await local.complete_multipart(KEY, upload_id, parts)
+
+        assert [p.size for p in parts] == sizes
+        assert local.local_path(KEY).stat().st_ino == assembled.st_ino
+        assert await local.get(KEY) == b"".join(data)

@@ -77,9 +77,11 @@ class JWKSCache:
         return self._keys.get(kid)
 
     async def refresh(self) -> None:
+        waited_since = time.monotonic()
         async with self._lock:
-            if time.monotonic() - self._fetched_at < 0.05:
-                return  # another waiter just refreshed
+            # Many first requests arrive together: whoever waited while another refreshed uses its keys.
+            if self._fetched_at >= waited_since or time.monotonic() - self._fetched_at < 0.05:
+                return
             try:
                 document = await self._loader()
             except Exception:

@@ -92,7 +92,7 @@ DEFAULT_ROUTE_CLASSES: dict[str, dict[str, Any]] = {
     # HLS playlists and segments: each request carries a playback credential bound to a live
     # session and is authorized against that session by streaming, so no Redis round trip here
     # (a player fetches a segment every few seconds; a rate limit would only add latency).
-    "playback_media": {"rate_ip": None, "rate_user": None, "max_body_bytes": 0},
+    "playback_media": {"rate_ip": None, "rate_user": None, "max_body_bytes": 0, "timeout_s": 10},
 }
 
 
@@ -116,7 +116,9 @@ DEFAULT_CLASS_RULES: list[dict[str, Any]] = [
     {"pattern": "/api/v1/uploads/**", "class": "uploads"},
     {"pattern": "/api/v1/uploads", "class": "uploads"},
     {"pattern": "/api/v1/videos/*/source", "class": "uploads"},
-    {"pattern": "/api/v1/playback/sessions/*/*/**", "class": "playback_media", "methods": ["GET", "HEAD"]},
+    # Exactly the delivery paths (master playlist; rendition playlist or segment), not heartbeats.
+    {"pattern": "/api/v1/playback/sessions/*/*/*", "class": "playback_media", "methods": ["GET", "HEAD"]},
+    {"pattern": "/api/v1/playback/sessions/*/*/*/*", "class": "playback_media", "methods": ["GET", "HEAD"]},
 ]
 
 # A CSP for the single-page app: same-origin scripts, media from blob: (MSE players) and self.

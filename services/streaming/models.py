@@ -1,8 +1,31 @@
-"""Streaming tables. They arrive with the issue that builds the streaming features."""
+"""Streaming tables: the durable record of playback sessions and each viewer's watch history.
+
+While a session lives, its authoritative state is in Redis (``live.py``); this table is written
+when the session starts, when a charge or a status change happens, and when it ends, never per
+plain heartbeat. Hand-written migrations mirror this file; ``tests/streaming/test_migrations.py``
+compares the two.
+"""
 
 from __future__ import annotations
 
-from sqlmodel import SQLModel
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    func,
+    text,
+)
+from sqlmodel import Field, SQLModel
 
 from common.db import table_registry
 
@@ -12,3 +35,104 @@ class StreamingTable(SQLModel, registry=table_registry()):
 
 
 metadata = StreamingTable.metadata
+
+
+class SessionStatus(StrEnum):
+    active = "active"
+    payment_required = "payment_required"  # a unit could not be paid; segments answer 402
+    ended = "ended"
+
+
+class EndReason(StrEnum):
+    ended_by_viewer = "ended_by_viewer"
+    expired = "expired"  # no heartbeat for missed_heartbeats_to_end intervals
+
+
+CURRENCY_LENGTH = 3
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp(*, nullable: bool = False) -> Any:
+    column = Column(
+        DateTime(timezone=True), nullable=nullable, server_default=None if nullable else func.now()
+    )
+    if nullable:
+        return Field(default=None, sa_column=column)
+    return Field(default_factory=_utcnow, sa_column=column)
+
+
+def _counter(kind: type = BigInteger) -> Any:
+    return Field(default=0, sa_column=Column(kind, nullable=False, server_default=text("0")))
+
+
+def _in(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
+
+
+class PlaybackSession(StreamingTable, table=True):
+    """One viewer watching one video; price, unit and payer terms are fixed when it starts."""
+
+    __tablename__ = "playback_sessions"
+    __table_args__ = (
+        CheckConstraint(_in("status", SessionStatus), name="status"),
+        CheckConstraint(f"end_reason IS NULL OR {_in('end_reason', EndReason)}", name="end_reason"),
+        CheckConstraint("(status = 'ended') = (ended_at IS NOT NULL)", name="ended_at_when_ended"),
+        CheckConstraint("price_per_minute >= 0", name="price_non_negative"),
+        CheckConstraint("unit_ms > 0", name="unit_positive"),
+        CheckConstraint("billed_units >= 0 AND watched_ms >= 0 AND position_ms >= 0", name="non_negative"),
+        # Free videos and the creator's own are never charged.
+        CheckConstraint("paid OR billed_units = 0", name="free_never_billed"),
+        CheckConstraint(f"char_length(currency) = {CURRENCY_LENGTH}", name="currency"),
+        Index("ix_playback_sessions_viewer_started", "viewer_id", text("started_at DESC")),
+        # Sessions not yet ended, for operators and reconciliation.
+        Index("ix_playback_sessions_live", "started_at", postgresql_where=text("status <> 'ended'")),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    viewer_id: uuid.UUID = Field(nullable=False)
+    video_id: uuid.UUID = Field(nullable=False)
+    creator_id: uuid.UUID = Field(nullable=False)
+    status: str = Field(sa_column=Column(String, nullable=False))
+    end_reason: str | None = Field(default=None, sa_column=Column(String, nullable=True))
+    paid: bool = Field(sa_column=Column(Boolean, nullable=False))
+    price_per_minute: int = Field(sa_column=Column(Integer, nullable=False))
+    currency: str = Field(sa_column=Column(String, nullable=False))
+    unit_ms: int = Field(sa_column=Column(Integer, nullable=False))
+    # The video's duration when the session started (completion is judged against it).
+    duration_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    billed_units: int = _counter(Integer)
+    watched_ms: int = _counter()
+    # The last position a heartbeat reported: the resume position.
+    position_ms: int = _counter()
+    started_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    ended_at: datetime | None = _timestamp(nullable=True)
+
+
+class WatchHistory(StreamingTable, table=True):
+    """A viewer's history of one video across all sessions: where to resume, and whether finished."""
+
+    __tablename__ = "watch_history"
+    __table_args__ = (
+        CheckConstraint("position_ms >= 0 AND watched_ms >= 0", name="non_negative"),
+        # Keyset pagination of GET /users/me/history: most recently watched first.
+        Index(
+            "ix_watch_history_viewer_recent", "viewer_id", text("last_watched_at DESC"), text("video_id DESC")
+        ),
+    )
+
+    viewer_id: uuid.UUID = Field(primary_key=True)
+    video_id: uuid.UUID = Field(primary_key=True)
+    position_ms: int = _counter()
+    # Watch time summed over every ended session.
+    watched_ms: int = _counter()
+    # Once the position reached ~95% of the duration; stays true when the video is watched again.
+    completed: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    last_session_id: uuid.UUID | None = Field(default=None, nullable=True)
+    first_watched_at: datetime = _timestamp()
+    last_watched_at: datetime = _timestamp()

@@ -55,5 +55,24 @@ class StreamingSettings(ServiceSettings):
     # Lifetime of a presigned segment URL (S3); players follow the redirect at once.
     segment_url_ttl_s: int = Field(default=120, ge=10, le=3600)
 
+    # Calls to billing (charges): per-attempt deadline and attempts (same charge key each time).
+    # A heartbeat that charges waits at most about timeout x attempts, so keep both small.
+    billing_timeout_s: float = Field(default=2.0, gt=0, le=30)
+    billing_attempts: int = Field(default=3, ge=1, le=10)
+    # Connections to billing (kept alive); more charges at once wait for one in aiohttp's pool.
+    billing_max_in_flight: int = Field(default=32, ge=1, le=1000)
+    catalog_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Charges and status changes of live sessions reach PostgreSQL in batches this often (the live
+    # state in Redis and billing's ledger are authoritative meanwhile).
+    progress_flush_interval_s: float = Field(default=0.25, gt=0, le=60)
+    # How often the sweeper ends sessions whose heartbeats stopped (0 disables it; lazy checks on
+    # every read still end them).
+    sweep_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    # How long an ended session's live state stays in Redis (segment requests then get 410
+    # rather than 404, and late heartbeats a cheap answer); the durable record stays in PostgreSQL.
+    ended_state_retention_s: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # A resume position at or past this share of the video's duration marks it completed.
+    completion_ratio: float = Field(default=0.95, gt=0, le=1)
+
     def secret_fields(self) -> tuple[str, ...]:
         return (*super().secret_fields(), "playback_secret")

@@ -50,7 +50,7 @@ def _probe_duration(path: Path) -> float:
     return float(json.loads(out)["format"]["duration"])
 
 
-def _play(master: Path) -> tuple[int, float | None, str]:
+def _play(master: Path | str) -> tuple[int, float | None, str]:
     """Decode every stream of every rendition of ``master`` (ffmpeg as an HLS client): exit code,
     the media seconds decoded (from ``-progress``) and stderr."""
     ffmpeg = shutil.which("ffmpeg")

@@ -232,7 +232,7 @@ class Client:
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         assert self.token
-        headers = {"Authorization": f"Bearer {self.token}"}
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
         return self.http.request(method, f"/api/v1{path}", headers=headers, **kwargs)
 
 

@@ -1,0 +1,280 @@
+"""Sustained playback heartbeats through the gateway with charging on; prints one JSON document.
+
+Starts `streamify up` on free ports (its own data directory and databases, dropped afterwards)
+with short units (BILLING_UNIT_SECONDS=1 by default) and rate limits raised for one load client on
+one IP. A creator uploads a small paid clip; V viewers top up, each opens up to 3 sessions; then
+every session beats as fast as its answers come back (a closed loop of S concurrent players),
+reporting the position an honest player would have reached (wall-clock time since its start), so
+each session is charged one unit per unit of wall time. Measured:
+
+- heartbeats/s and p50/p99 latency through the gateway over ``--seconds`` (after a 5 s warm-up);
+- charges made (units billed) and the charge rate;
+- a baseline in the same run with the same client: GET /healthz of the streaming service straight
+  from uvicorn (the ratio says how much of a trivial endpoint's rate the heartbeat path keeps);
+
+then every session is ended and the money is checked: each viewer's wallet = top-up minus what its
+sessions report charged, the creator's earnings = the share of every unit, and
+`streamify billing verify` passes. Targets (issue 4): >= 1,500 heartbeats/s, p99 <= 100 ms.
+
+    .venv/bin/python bench/heartbeats.py [--viewers 60] [--seconds 15] [--unit-s 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.stack import RESULTS, Up, port_range  # noqa: E402
+from tests.media import make_video  # noqa: E402
+
+PASSWORD = "bench-heartbeat-canyon-47"
+PRICE = 5
+FEE_BPS = 2000
+TOPUP = 50_000
+SESSIONS_PER_VIEWER = 3
+WARMUP_S = 5.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _sign_up(http: httpx.Client, label: str) -> str:
+    email = f"bench-{label}-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": PASSWORD, "display_name": label}
+    http.post("/api/v1/auth/register", json=body).raise_for_status()
+    login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD})
+    login.raise_for_status()
+    return str(login.json()["access_token"])
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _paid_video(http: httpx.Client, workdir: Path) -> tuple[str, str]:
+    """A creator and a ready paid video of theirs."""
+    email = f"bench-creator-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": PASSWORD, "display_name": "Creator"}
+    http.post("/api/v1/auth/register", json=body).raise_for_status()
+    login = http.post("/api/v1/auth/login", json={"email": email, "password": PASSWORD}).json()
+    http.post(
+        "/api/v1/users/me/channel",
+        json={"channel_name": f"Bench {email[:16]}"},
+        headers=_auth(login["access_token"]),
+    ).raise_for_status()
+    token = http.post("/api/v1/auth/refresh", json={"refresh_token": login["refresh_token"]}).json()[
+        "access_token"
+    ]
+    video = http.post(
+        "/api/v1/videos", json={"title": "Bench film", "price_per_minute": PRICE}, headers=_auth(token)
+    ).json()
+    clip = make_video(workdir / "clip.mp4", size="426x240", seconds=4, rate=24)
+    with clip.open("rb") as data:
+        http.put(
+            f"/api/v1/videos/{video['id']}/source",
+            content=data,
+            headers={**_auth(token), "Content-Type": "video/mp4"},
+        ).raise_for_status()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = http.get(f"/api/v1/videos/{video['id']}", headers=_auth(token)).json()["status"]
+        if status == "ready":
+            return token, str(video["id"])
+        if status == "failed":
+            raise RuntimeError("the bench clip failed to transcode")
+        time.sleep(0.5)
+    raise RuntimeError("the bench clip did not become ready")
+
+
+class Player:
+    def __init__(self, token: str, session: dict[str, Any]) -> None:
+        self.token = token
+        self.session_id = str(session["session_id"])
+        self.started = time.monotonic()
+        self.last: dict[str, Any] = session
+
+
+async def _closed_loop(
+    http: aiohttp.ClientSession, url_of: Any, body_of: Any, headers_of: Any, n: int, seconds: float
+) -> tuple[int, list[float], int]:
+    """``n`` concurrent loops for ``seconds``: (requests done, latencies in ms, failures)."""
+    latencies: list[float] = []
+    failures = 0
+    stop_at = time.monotonic() + seconds
+
+    async def loop(i: int) -> None:
+        nonlocal failures
+        while time.monotonic() < stop_at:
+            start = time.perf_counter()
+            body = body_of(i)
+            method = http.post if body is not None else http.get
+            async with method(url_of(i), json=body, headers=headers_of(i)) as response:
+                await response.read()
+                if response.status != 200:
+                    failures += 1
+            latencies.append((time.perf_counter() - start) * 1000)
+
+    await asyncio.gather(*(loop(i) for i in range(n)))
+    return len(latencies), latencies, failures
+
+
+async def _baseline(url: str, concurrency: int) -> dict[str, Any]:
+    """A trivial endpoint of the same service, straight from uvicorn, with the same client."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        done, lat, _ = await _closed_loop(http, lambda i: url, lambda i: None, lambda i: {}, concurrency, 5)
+    return {"requests_per_s": round(done / 5, 1), "p99_ms": round(_percentile(lat, 0.99), 2)}
+
+
+async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any]:
+    def body(i: int) -> dict[str, Any]:
+        player = players[i]
+        return {"position_s": round(time.monotonic() - player.started, 3), "state": "playing"}
+
+    def url(i: int) -> str:
+        return f"{up.url}/api/v1/playback/sessions/{players[i].session_id}/heartbeat"
+
+    headers = [_auth(p.token) for p in players]
+    process = psutil.Process()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        # Warm-up: sessions opened during set-up start with several units due; settle them first.
+        await _closed_loop(http, url, body, lambda i: headers[i], len(players), WARMUP_S)
+        cpu_before = process.cpu_times()
+        started = time.monotonic()
+        done, lat, failures = await _closed_loop(http, url, body, lambda i: headers[i], len(players), seconds)
+        elapsed = time.monotonic() - started
+        cpu_after = process.cpu_times()
+    client_cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
+    return {
+        "heartbeats": done,
+        "heartbeats_per_s": round(done / elapsed, 1),
+        "failures": failures,
+        "p50_ms": round(_percentile(lat, 0.50), 2),
+        "p99_ms": round(_percentile(lat, 0.99), 2),
+        "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+        "load_client_cpu_cores": round(client_cpu, 2),
+    }
+
+
+def run(viewers: int, seconds: float, unit_s: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="bench-heartbeats-"))
+    prefix = f"streamify_benchhb_{uuid.uuid4().hex[:6]}"
+    up = Up(
+        workdir / "data",
+        port_range(),
+        prefix,
+        env={
+            "BILLING_UNIT_SECONDS": str(unit_s),
+            # Sessions are opened one after another before the load starts: the default interval
+            # (sessions end after three missed ones) keeps the first ones alive meanwhile.
+            "HEARTBEAT_INTERVAL_SECONDS": "10",
+            "AUTH_LOGIN_RATE_PER_IP": "100000/minute",
+            "AUTH_LOGIN_RATE_PER_ACCOUNT": "100000/minute",
+            # One load client on one IP plays every viewer: the limits stay on (the Redis round trip
+            # is part of the measured path) but high enough not to refuse it.
+            "GATEWAY_ROUTE_CLASSES": json.dumps(
+                {
+                    "default": {"rate_ip": "10000000/minute", "rate_user": "1000000/minute"},
+                    "auth": {"rate_ip": "100000/minute", "rate_user": None, "max_body_bytes": 65536},
+                }
+            ),
+        },
+    )
+    result: dict[str, Any] = {"viewers": viewers, "unit_s": unit_s, "seconds": seconds, "price": PRICE}
+    try:
+        result["startup_s"] = round(up.start(), 1)
+        with httpx.Client(base_url=up.url, timeout=60) as http:
+            creator_token, video_id = _paid_video(http, workdir)
+            players: list[Player] = []
+            tokens = [_sign_up(http, f"viewer{i}") for i in range(viewers)]
+            concurrency = viewers * SESSIONS_PER_VIEWER
+            result["baseline_streaming_healthz"] = asyncio.run(
+                _baseline(f"{up.service_url('streaming')}/healthz", concurrency)
+            )
+            for token in tokens:
+                http.post(
+                    "/api/v1/wallet/topups",
+                    json={"amount": TOPUP, "payment_method": "test_card"},
+                    headers={**_auth(token), "Idempotency-Key": uuid.uuid4().hex},
+                ).raise_for_status()
+                for _ in range(SESSIONS_PER_VIEWER):
+                    started = http.post(
+                        "/api/v1/playback/sessions", json={"video_id": video_id}, headers=_auth(token)
+                    )
+                    started.raise_for_status()
+                    players.append(Player(token, started.json()))
+            result["sessions"] = len(players)
+            result["load_1m_before"] = round(os.getloadavg()[0], 2)
+            result.update(asyncio.run(_drive(up, players, seconds)))
+            result["ratio_to_baseline"] = round(
+                result["heartbeats_per_s"] / result["baseline_streaming_healthz"]["requests_per_s"], 2
+            )
+            result["load_1m_after"] = round(os.getloadavg()[0], 2)
+
+            # Money check: end every session, then compare wallets and earnings with the sessions.
+            charged: dict[str, int] = {}
+            billed_units = 0
+            for player in players:
+                ended = http.post(
+                    f"/api/v1/playback/sessions/{player.session_id}/end", headers=_auth(player.token)
+                )
+                ended.raise_for_status()
+                final = ended.json()
+                charged[player.token] = charged.get(player.token, 0) + int(final["charged_total"])
+                billed_units += int(final["billed_minutes"])
+            wrong_wallets = 0
+            for token, total in charged.items():
+                balance = http.get("/api/v1/wallet", headers=_auth(token)).json()["balance"]
+                wrong_wallets += balance != TOPUP - total
+            share = PRICE - PRICE * FEE_BPS // 10_000
+            earnings = http.get("/api/v1/creator/earnings", headers=_auth(creator_token)).json()["total"]
+            result["units_charged"] = billed_units
+            result["charges_per_s"] = round(billed_units / seconds, 1)
+            result["wallets_not_matching_sessions"] = wrong_wallets
+            result["creator_earnings_exact"] = earnings == billed_units * share
+        verify = up.cli("billing", "verify")
+        result["billing_verify_exit"] = verify.returncode
+        result["billing_verify"] = verify.stdout.strip()[-2000:]
+    finally:
+        up.stop()
+        asyncio.run(up.drop_databases())
+        shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--viewers", type=int, default=60)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--unit-s", type=float, default=1.0)
+    args = parser.parse_args()
+    result = run(args.viewers, args.seconds, args.unit_s)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"heartbeats-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -26,10 +26,10 @@ import structlog
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.commit_hooks import after_commit
 from common.storage import InvalidKey, Storage, StorageError, validate_key
 from common.tokens import Identity
 from services.catalog import repository as repo
-from common.commit_hooks import after_commit
 from services.catalog.errors import (
     CommentNotFound,
     CreatorRequired,

@@ -30,9 +30,7 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +44,8 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway import WRK_DONE, Process, wait_ready  # noqa: E402
+from bench.gateway import Process, wait_ready  # noqa: E402
+from bench.wrk import WRK_DONE, run_wrk  # noqa: E402
 from common.db import asyncpg_dsn, drop_database, ensure_database  # noqa: E402
 from common.internal import mint_service_token  # noqa: E402
 from common.migrations import upgrade  # noqa: E402
@@ -105,46 +104,6 @@ end
 """
         + WRK_DONE
     )
-
-
-def run_wrk(url: str, *, script: str, seconds: float, connections: int, threads: int) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{int(seconds)}s",
-                "--timeout",
-                "5s",
-                "-s",
-                handle.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 60,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(handle.name)
-    found = re.search(r"WRKJSON (\{.*\})", out)
-    if not found:
-        raise RuntimeError(f"unexpected wrk output: {out}")
-    data = json.loads(found.group(1))
-    duration = data["duration_us"] / 1e6
-    return {
-        "req_s": round(data["requests"] / duration, 1),
-        "requests": data["requests"],
-        "errors": data["errors"],
-        "non_2xx": data["non2xx"],
-        "p50_ms": data["p50_us"] / 1000,
-        "p90_ms": data["p90_us"] / 1000,
-        "p99_ms": data["p99_us"] / 1000,
-        "max_ms": data["max_us"] / 1000,
-    }
 
 
 async def python_load(
@@ -324,7 +283,7 @@ def main() -> None:
                 else:
                     script, target = WRK_DONE, f"{url}/healthz"
                 return run_wrk(
-                    target, script=script, seconds=seconds, connections=args.connections, threads=args.threads
+                    target, script, seconds=seconds, connections=args.connections, threads=args.threads
                 )
             return asyncio.run(
                 python_load(

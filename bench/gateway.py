@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 import statistics
@@ -48,6 +47,8 @@ from jwt.algorithms import RSAAlgorithm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import wrk  # noqa: E402
+from bench.wrk import WRK_DONE, paced_delay  # noqa: E402
 from common.db import ensure_database  # noqa: E402
 from common.migrations import upgrade  # noqa: E402
 
@@ -190,67 +191,12 @@ class JWKSServer:
 
 
 # -- load clients -------------------------------------------------------------------------------
-WRK_DONE = """
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {"requests": %d, "duration_us": %d, "errors": %d, "non2xx": %d, ' ..
-    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
-
-
 def run_wrk(
     url: str, token: str, *, seconds: float, connections: int, delay_ms: float | None
 ) -> dict[str, Any]:
-    script = WRK_DONE
-    if delay_ms is not None:
-        # A random pause (mean delay_ms) before each request, so the connections do not march
-        # in step and send bursts: the offered load is smooth, as many independent clients are.
-        script += (
-            f"\nmath.randomseed(os.time())\nfunction delay()\n"
-            f"  return math.random() * {2 * delay_ms:.3f}\nend\n"
-        )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(script)
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{int(seconds)}s",
-                "--timeout",
-                "5s",
-                *(["-H", f"Authorization: Bearer {token}"] if token else []),
-                "-s",
-                handle.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(handle.name)
-    found = re.search(r"WRKJSON (\{.*\})", out)
-    if not found:
-        raise RuntimeError(f"unexpected wrk output: {out}")
-    data = json.loads(found.group(1))
-    duration = data["duration_us"] / 1e6
-    return {
-        "req_s": round(data["requests"] / duration, 1),
-        "requests": data["requests"],
-        "errors": data["errors"],
-        "non_2xx": data["non2xx"],
-        "p50_ms": data["p50_us"] / 1000,
-        "p90_ms": data["p90_us"] / 1000,
-        "p99_ms": data["p99_us"] / 1000,
-        "max_ms": data["max_us"] / 1000,
-    }
+    script = WRK_DONE + (paced_delay(delay_ms) if delay_ms is not None else "")
+    headers = [f"Authorization: Bearer {token}"] if token else []
+    return wrk.run_wrk(url, script, seconds=seconds, connections=connections, headers=headers)
 
 
 async def _python_load(

@@ -41,10 +41,8 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,7 +57,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.gateway import GATEWAY_HTTP, WRK_DONE, Process, free_port, uvicorn, wait_ready  # noqa: E402
+from bench import wrk  # noqa: E402
+from bench.gateway import GATEWAY_HTTP, Process, free_port, uvicorn, wait_ready  # noqa: E402
+from bench.wrk import WRK_DONE, paced_delay  # noqa: E402
 from common.db import drop_database, ensure_database  # noqa: E402
 from common.migrations import upgrade  # noqa: E402
 from common.storage import S3Storage  # noqa: E402
@@ -168,57 +168,16 @@ def wrk_script(paths: list[str], delay_ms: float | None) -> str:
         '  return wrk.format("GET", paths[i])',
         "end",
     ]
-    if delay_ms is not None:
-        # A random pause (mean delay_ms) before each request: smooth offered load, as from many
-        # independent players rather than connections marching in step.
-        lines += [
-            "math.randomseed(os.time())",
-            "function delay()",
-            f"  return math.random() * {2 * delay_ms:.3f}",
-            "end",
-        ]
-    return "\n".join(lines) + WRK_DONE
+    return "\n".join(lines) + (paced_delay(delay_ms) if delay_ms is not None else "") + WRK_DONE
 
 
 def run_wrk(
     base: str, paths: list[str], *, seconds: float, connections: int, delay_ms: float | None = None
 ) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
-        handle.write(wrk_script(paths, delay_ms))
-    try:
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t1",
-                f"-c{connections}",
-                f"-d{int(seconds)}s",
-                "--timeout",
-                "5s",
-                "-s",
-                handle.name,
-                base,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 30,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(handle.name)
-    found = re.search(r"WRKJSON (\{.*\})", out)
-    if not found:
-        raise RuntimeError(f"unexpected wrk output: {out}")
-    data = json.loads(found.group(1))
-    duration = data["duration_us"] / 1e6
-    return {
-        "req_s": round(data["requests"] / duration, 1),
-        "requests": data["requests"],
-        "errors": data["errors"],
-        "status_4xx_5xx": data["non2xx"],
-        "p50_ms": data["p50_us"] / 1000,
-        "p99_ms": data["p99_us"] / 1000,
-        "max_ms": data["max_us"] / 1000,
-    }
+    result = wrk.run_wrk(base, wrk_script(paths, delay_ms), seconds=seconds, connections=connections)
+    del result["p90_ms"]
+    result["status_4xx_5xx"] = result.pop("non_2xx")
+    return result
 
 
 async def _python_load(

@@ -29,7 +29,6 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,91 +44,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.db import drop_database  # noqa: E402
-from streamify.stack import SERVICES, database_url  # noqa: E402
+from bench.stack import RESULTS, Up, port_range  # noqa: E402
 
-PG_BASE = os.environ.get("STREAMIFY_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
-REDIS_URL = os.environ.get("STREAMIFY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 MIB = 1024**2
 BLOCK = MIB
 PASSWORD = "bench-upload-canyon-47"
-START_TIMEOUT_S = 90.0
-RESULTS = ROOT / "bench" / "results"
-
-
-def _port_range() -> int:
-    """A gateway port P with P..P+5 free."""
-    from tests.conftest import free_port_range
-
-    return free_port_range(len(SERVICES) + 1)
-
-
-class Up:
-    """`streamify up` in the background, its output kept in a log file."""
-
-    def __init__(self, data_dir: Path, port: int, db_prefix: str) -> None:
-        self.data_dir, self.port, self.db_prefix = data_dir, port, db_prefix
-        self.url = f"http://127.0.0.1:{port}"
-        self.catalog_url = f"http://127.0.0.1:{port + 1 + SERVICES.index('catalog')}"
-        self.log = data_dir.parent / "up.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> float:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in {"ENVIRONMENT", "INTERNAL_SECRET", "LOG_LEVEL", "JWKS_URL"}
-            and not key.startswith(("AUTH_", "CATALOG_", "STREAMING_", "BILLING_", "ANALYTICS_", "GATEWAY_"))
-        }
-        env.update(
-            {
-                "STREAMIFY_DATABASE_URL": PG_BASE,
-                "REDIS_URL": REDIS_URL,
-                "STREAMIFY_DB_PREFIX": self.db_prefix,
-                "STREAMIFY_TRANSCODERS": "1",
-                "STORAGE_BACKEND": "local",
-                "LOG_LEVEL": "WARNING",
-            }
-        )
-        argv = [sys.executable, "-m", "streamify.cli", "up", "--data-dir", str(self.data_dir)]
-        argv += ["--port", str(self.port)]
-        started = time.monotonic()
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() - started < START_TIMEOUT_S:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"streamify up exited:\n{self.log.read_text()[-4000:]}")
-                try:
-                    if client.get(f"{self.url}/readyz").status_code == 200:
-                        return time.monotonic() - started
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-        raise RuntimeError(f"streamify up not ready after {START_TIMEOUT_S:.0f} s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def listener(self, port: int) -> psutil.Process:
-        """The process (a descendant of `up`) listening on ``port``."""
-        assert self.process is not None
-        for child in psutil.Process(self.process.pid).children(recursive=True):
-            try:
-                if any(
-                    c.status == psutil.CONN_LISTEN and c.laddr.port == port
-                    for c in child.net_connections("tcp")
-                ):
-                    return child
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        raise RuntimeError(f"nothing of this stack listens on {port}")
 
 
 class RssSampler:
@@ -245,7 +164,7 @@ def tus_upload(
 def measure(up: Up, creator: Creator, *, base_url: str, path: str, size: int, chunk: int) -> dict[str, Any]:
     processes = {
         "gateway": up.listener(up.port),
-        "catalog": up.listener(int(up.catalog_url.rsplit(":", 1)[1])),
+        "catalog": up.listener(int(up.service_url("catalog").rsplit(":", 1)[1])),
     }
     with httpx.Client(base_url=base_url, timeout=300) as http:
         # Warm-up: every code path once (connections, imports, buffers) before the baseline.
@@ -288,7 +207,7 @@ def main() -> None:
 
     prefix = f"streamify_benchup_{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="bench-upload-"))
-    up = Up(tmp / "data", _port_range(), prefix)
+    up = Up(tmp / "data", port_range(), prefix)
     report: dict[str, Any] = {"size_mib": options.mib, "chunk_mib": options.chunk_mib, "storage": "local"}
     try:
         report["stack_ready_s"] = round(up.start(), 1)
@@ -297,7 +216,7 @@ def main() -> None:
             storage = up.data_dir / "storage"
             if not options.skip_direct:
                 report["direct_catalog"] = measure(
-                    up, creator, base_url=up.catalog_url, path="/uploads", size=size, chunk=chunk
+                    up, creator, base_url=up.service_url("catalog"), path="/uploads", size=size, chunk=chunk
                 )
                 shutil.rmtree(storage / "uploads", ignore_errors=True)
             report["gateway"] = measure(
@@ -317,12 +236,7 @@ def main() -> None:
     finally:
         up.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-
-        async def drop() -> None:
-            for service in SERVICES:
-                await drop_database(database_url(PG_BASE, f"{prefix}_{service}"))
-
-        asyncio.run(drop())
+        asyncio.run(up.drop_databases())
     text = json.dumps(report, indent=2)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "upload.json").write_text(text + "\n")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, DateTime, ForeignKey, Index, func, text
+from sqlalchemy import CheckConstraint, Column, ForeignKey, Index, text
 from sqlmodel import Field, SQLModel
 
+from common.columns import timestamp_field
 from common.db import table_registry
 
 
@@ -30,24 +31,6 @@ class KeyState(StrEnum):
     next = "next"  # published, not yet signing: verifiers learn it before it is used
     current = "current"  # signs every new access token
     retired = "retired"  # published until every token it signed has expired
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _timestamp(*, nullable: bool = False, server_now: bool = True) -> Any:
-    """A timezone-aware timestamp column; non-null ones default to now on both sides."""
-    column = Column(
-        DateTime(timezone=True),
-        nullable=nullable,
-        server_default=func.now() if server_now and not nullable else None,
-    )
-    if nullable:
-        return Field(default=None, sa_column=column)
-    if server_now:
-        return Field(default_factory=_utcnow, sa_column=column)
-    return Field(sa_column=column)
 
 
 def _user_fk(*, primary_key: bool = False, index: bool = False) -> Any:
@@ -74,8 +57,8 @@ class User(AuthTable, table=True):
     avatar_url: str | None = None
     role: str = Field(default=Role.viewer.value)
     email_verified: bool = False
-    created_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
+    created_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
 
 
 class Channel(AuthTable, table=True):
@@ -92,7 +75,7 @@ class Channel(AuthTable, table=True):
     description: str = ""
     # Denormalised; changed only in the transaction that inserted or deleted a subscription row.
     subscriber_count: int = 0
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp_field()
 
 
 class Subscription(AuthTable, table=True):
@@ -108,7 +91,7 @@ class Subscription(AuthTable, table=True):
             ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True, nullable=False, index=True
         )
     )
-    created_at: datetime = _timestamp()
+    created_at: datetime = timestamp_field()
 
 
 class RefreshFamily(AuthTable, table=True):
@@ -118,8 +101,8 @@ class RefreshFamily(AuthTable, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     user_id: uuid.UUID = _user_fk(index=True)
-    created_at: datetime = _timestamp()
-    revoked_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field()
+    revoked_at: datetime | None = timestamp_field(nullable=True)
     revoked_reason: str | None = None
 
 
@@ -134,13 +117,13 @@ class RefreshToken(AuthTable, table=True):
         sa_column=Column(ForeignKey("refresh_families.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     user_id: uuid.UUID = _user_fk(index=True)
-    created_at: datetime = _timestamp()
-    expires_at: datetime = _timestamp(server_now=False)
-    spent_at: datetime | None = _timestamp(nullable=True)
-    revoked_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field()
+    expires_at: datetime = timestamp_field(server_now=False)
+    spent_at: datetime | None = timestamp_field(nullable=True)
+    revoked_at: datetime | None = timestamp_field(nullable=True)
     # The access token issued alongside, so revoking the family also revokes the access tokens.
     access_jti: uuid.UUID | None = None
-    access_expires_at: datetime | None = _timestamp(nullable=True)
+    access_expires_at: datetime | None = timestamp_field(nullable=True)
 
 
 class SigningKey(AuthTable, table=True):
@@ -156,5 +139,5 @@ class SigningKey(AuthTable, table=True):
     # PKCS#8 PEM, encrypted with AUTH_SIGNING_KEY_PASSPHRASE when one is set.
     private_pem: str
     state: str
-    created_at: datetime = _timestamp()
-    retired_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field()
+    retired_at: datetime | None = timestamp_field(nullable=True)

@@ -29,7 +29,7 @@ hot rows (MultiXact churn). The functions that write the ledger look the account
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy import (
@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from common.columns import one_of, utcnow
 from common.db import table_registry
 
 
@@ -84,18 +85,10 @@ CHARGE_MAX = 1_000_000
 BPS_DENOMINATOR = 10_000
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _in(column: str, values: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
 class Account(BillingTable, table=True):
     __tablename__ = "accounts"
     __table_args__ = (
-        CheckConstraint(_in("kind", AccountKind), name="kind"),
+        CheckConstraint(one_of("kind", AccountKind), name="kind"),
         # Users own wallets and earnings; the platform and external accounts belong to no one.
         CheckConstraint("(kind IN ('wallet', 'creator')) = (owner_id IS NOT NULL)", name="owner"),
         # Only wallets keep a maintained balance (see the module docstring), and never below zero.
@@ -113,7 +106,7 @@ class Account(BillingTable, table=True):
     currency: str = Field(sa_column=Column(String(3), nullable=False))
     balance: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: datetime = Field(
-        default_factory=_utcnow,
+        default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
 
@@ -121,7 +114,7 @@ class Account(BillingTable, table=True):
 class LedgerTransaction(BillingTable, table=True):
     __tablename__ = "transactions"
     __table_args__ = (
-        CheckConstraint(_in("kind", TransactionKind), name="kind"),
+        CheckConstraint(one_of("kind", TransactionKind), name="kind"),
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("currency ~ '^[A-Z]{3}$'", name="currency"),
         CheckConstraint(f"char_length(key) BETWEEN 1 AND {KEY_MAX}", name="key_length"),
@@ -179,7 +172,7 @@ class LedgerTransaction(BillingTable, table=True):
     payment_method: str | None = None
     provider_reference: str | None = None
     created_at: datetime = Field(
-        default_factory=_utcnow,
+        default_factory=utcnow,
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
 

@@ -9,24 +9,22 @@ compares the two.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     Index,
     Integer,
     String,
-    func,
     text,
 )
 from sqlmodel import Field, SQLModel
 
+from common.columns import counter_field, one_of, timestamp_field
 from common.db import table_registry
 
 
@@ -51,34 +49,13 @@ class EndReason(StrEnum):
 CURRENCY_LENGTH = 3
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _timestamp(*, nullable: bool = False) -> Any:
-    column = Column(
-        DateTime(timezone=True), nullable=nullable, server_default=None if nullable else func.now()
-    )
-    if nullable:
-        return Field(default=None, sa_column=column)
-    return Field(default_factory=_utcnow, sa_column=column)
-
-
-def _counter(kind: type = BigInteger) -> Any:
-    return Field(default=0, sa_column=Column(kind, nullable=False, server_default=text("0")))
-
-
-def _in(column: str, values: type[StrEnum]) -> str:
-    return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
-
-
 class PlaybackSession(StreamingTable, table=True):
     """One viewer watching one video; price, unit and payer terms are fixed when it starts."""
 
     __tablename__ = "playback_sessions"
     __table_args__ = (
-        CheckConstraint(_in("status", SessionStatus), name="status"),
-        CheckConstraint(f"end_reason IS NULL OR {_in('end_reason', EndReason)}", name="end_reason"),
+        CheckConstraint(one_of("status", SessionStatus), name="status"),
+        CheckConstraint(f"end_reason IS NULL OR {one_of('end_reason', EndReason)}", name="end_reason"),
         CheckConstraint("(status = 'ended') = (ended_at IS NOT NULL)", name="ended_at_when_ended"),
         CheckConstraint("price_per_minute >= 0", name="price_non_negative"),
         CheckConstraint("unit_ms > 0", name="unit_positive"),
@@ -103,13 +80,13 @@ class PlaybackSession(StreamingTable, table=True):
     unit_ms: int = Field(sa_column=Column(Integer, nullable=False))
     # The video's duration when the session started (completion is judged against it).
     duration_ms: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    billed_units: int = _counter(Integer)
-    watched_ms: int = _counter()
+    billed_units: int = counter_field(Integer)
+    watched_ms: int = counter_field(BigInteger)
     # The last position a heartbeat reported: the resume position.
-    position_ms: int = _counter()
-    started_at: datetime = _timestamp()
-    updated_at: datetime = _timestamp()
-    ended_at: datetime | None = _timestamp(nullable=True)
+    position_ms: int = counter_field(BigInteger)
+    started_at: datetime = timestamp_field()
+    updated_at: datetime = timestamp_field()
+    ended_at: datetime | None = timestamp_field(nullable=True)
 
 
 class WatchHistory(StreamingTable, table=True):
@@ -126,13 +103,13 @@ class WatchHistory(StreamingTable, table=True):
 
     viewer_id: uuid.UUID = Field(primary_key=True)
     video_id: uuid.UUID = Field(primary_key=True)
-    position_ms: int = _counter()
+    position_ms: int = counter_field(BigInteger)
     # Watch time summed over every ended session.
-    watched_ms: int = _counter()
+    watched_ms: int = counter_field(BigInteger)
     # Once the position reached ~95% of the duration; stays true when the video is watched again.
     completed: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
     )
     last_session_id: uuid.UUID | None = Field(default=None, nullable=True)
-    first_watched_at: datetime = _timestamp()
-    last_watched_at: datetime = _timestamp()
+    first_watched_at: datetime = timestamp_field()
+    last_watched_at: datetime = timestamp_field()

@@ -8,18 +8,16 @@ someone else's wallet answers 404, like one that does not exist.
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Annotated
 
-import jwt
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from common.identity import AdminIdentity, CurrentIdentity
-from common.internal import SERVICE_TOKEN_HEADER, require_service
+from common.internal import require_service
 from services.billing import repository as repo
 from services.billing import service
 from services.billing.models import TransactionKind
@@ -50,36 +48,8 @@ async def get_billing(request: Request) -> service.Billing:
     return billing
 
 
-class VerifiedServiceTokens:
-    """Service credentials already verified, until they expire: a caller reuses its token for
-    about a minute and a half (common.internal), so at thousands of charges per second the
-    signature check runs once per token rather than once per charge."""
-
-    def __init__(self, *allowed: str, max_size: int = 256) -> None:
-        self._check = require_service(*allowed)
-        # (secret, token) -> (caller, expires at): a token counts only under the secret that
-        # verified it.
-        self._verified: dict[tuple[str, str], tuple[str, float]] = {}
-        self._max_size = max_size
-
-    async def __call__(self, request: Request) -> str:
-        token = request.headers.get(SERVICE_TOKEN_HEADER)
-        secret: str = request.app.state.settings.internal_secret
-        if token:
-            hit = self._verified.get((secret, token))
-            if hit is not None and hit[1] > time.time():
-                return hit[0]
-        caller: str = await self._check(request)  # raises for a missing, invalid or foreign token
-        assert token is not None
-        expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
-        if len(self._verified) >= self._max_size:
-            self._verified.clear()
-        self._verified[(secret, token)] = (caller, expires_at)
-        return caller
-
-
 BillingDep = Annotated[service.Billing, Depends(get_billing)]
-STREAMING_CREDENTIALS = VerifiedServiceTokens("streaming")
+STREAMING_CREDENTIALS = require_service("streaming")
 AnyService = Annotated[str, Depends(require_service())]
 IdempotencyKey = Annotated[
     str | None,

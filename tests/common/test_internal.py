@@ -61,6 +61,19 @@ class TestServiceTokens:
         with pytest.raises(Unauthorized):
             verify_service_token(SECRET, token)
 
+    def test_a_verified_token_still_expires(self):
+        token = mint_service_token(SECRET, "billing", ttl_s=1)
+        assert verify_service_token(SECRET, token) == "billing"  # now remembered as verified
+        time.sleep(1.1)
+        with pytest.raises(Unauthorized):
+            verify_service_token(SECRET, token)
+
+    def test_a_verified_token_counts_only_under_the_secret_that_verified_it(self):
+        token = mint_service_token(SECRET, "billing")
+        assert verify_service_token(SECRET, token) == "billing"
+        with pytest.raises(Unauthorized):
+            verify_service_token(OTHER_SECRET, token)
+
     def test_a_user_style_token_signed_with_the_secret_is_refused(self):
         now = int(time.time())
         claims = {"iss": "x", "aud": "streamify-internal", "iat": now, "exp": now + 60, "typ": "access"}

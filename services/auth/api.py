@@ -94,8 +94,10 @@ def _token_pair(response: Response, auth: AuthService, issued: IssuedTokens) -> 
     return TokenPair(
         access_token=issued.access.token,
         refresh_token=issued.refresh_token,
-        expires_in=remaining_seconds(issued.access.expires_at),
-        refresh_expires_in=remaining_seconds(issued.refresh_expires_at),
+        # Lifetimes as of issuance (both tokens were issued together), so a slow response does not
+        # report a second less than the token's real lifetime.
+        expires_in=issued.access.expires_at - issued.access.issued_at,
+        refresh_expires_in=max(0, issued.refresh_expires_at - issued.access.issued_at),
     )
 
 

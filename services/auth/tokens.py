@@ -19,6 +19,7 @@ REFRESH_TOKEN_BYTES = 32
 class AccessToken:
     token: str
     jti: str
+    issued_at: int
     expires_at: int
 
 
@@ -45,7 +46,7 @@ def mint_access_token(
         "exp": expires_at,
     }
     token = jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid})
-    return AccessToken(token=token, jti=jti, expires_at=expires_at)
+    return AccessToken(token=token, jti=jti, issued_at=now, expires_at=expires_at)
 
 
 def new_refresh_token() -> str:

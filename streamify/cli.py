@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,6 +161,119 @@ def verify_billing(data_dir: Path) -> None:
         click.echo(f"Ledger invariants violated: {broken}", err=True)
         sys.exit(1)
     click.echo("Ledger verified: every invariant holds.", err=True)
+
+
+@main.group()
+def events() -> None:
+    """Inspect the event bus."""
+
+
+@events.group()
+def dlq() -> None:
+    """Dead letters: events a consumer gave up on (after its retries, or undecodable)."""
+
+
+dlq_stream_option = click.option(
+    "--dlq-stream",
+    default="streamify:events:dlq",
+    show_default=True,
+    help="The dead-letter stream.",
+)
+
+
+@dlq.command("list")
+@data_dir_option
+@dlq_stream_option
+@click.option("--count", type=click.IntRange(1), default=100, show_default=True, help="Show the oldest N.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array with the full events.")
+def dlq_list(data_dir: Path, dlq_stream: str, count: int, as_json: bool) -> None:
+    """List dead letters, oldest first: why each failed, and the event itself."""
+    import json
+
+    from common.consumer import dlq_entries, dlq_length
+
+    async def read(redis: Any) -> tuple[list[Any], int]:
+        return await dlq_entries(redis, count=count, dlq_stream=dlq_stream), await dlq_length(
+            redis, dlq_stream=dlq_stream
+        )
+
+    letters, total = _with_event_redis(data_dir, read)
+    if as_json:
+        click.echo(json.dumps([letter.as_dict() for letter in letters], indent=2))
+    else:
+        if letters:
+            click.echo(f"{'ID':<17}  {'FAILED AT':<20}  {'TYPE':<26}  {'GROUP':<12}  {'TRIES':>5}  ERROR")
+        for letter in letters:
+            event = letter.event
+            kind = event.type if event is not None else "(undecodable)"
+            failed_at = letter.failed_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            error = " ".join(letter.error.split())
+            error = error if len(error) <= 80 else error[:79] + "…"
+            columns = (letter.id, failed_at, kind, letter.group)
+            click.echo("{:<17}  {:<20}  {:<26}  {:<12}  {:>5}  {}".format(*columns, letter.attempts, error))
+    click.echo(f"{len(letters)} of {total} dead letters shown.", err=True)
+
+
+@dlq.command("replay")
+@data_dir_option
+@dlq_stream_option
+@click.argument("ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead letter.")
+def dlq_replay(data_dir: Path, dlq_stream: str, ids: tuple[str, ...], replay_all: bool) -> None:
+    """Put dead letters (by ID, or --all) back on the event stream and remove them from the DLQ.
+
+    Every consumer group sees a replayed event again; groups that handled it before drop it by
+    its event id. Fix what made it fail first, or it comes back after the consumer's retries.
+    """
+    import re
+
+    from common.consumer import dlq_entries, replay_dlq
+
+    if bool(ids) == replay_all:
+        raise click.UsageError("Name the dead letters to replay, or pass --all.")
+    for entry_id in ids:
+        if not re.fullmatch(r"\d+-\d+", entry_id):
+            raise click.BadParameter(
+                f"{entry_id!r} is not a stream entry id like 1732270000000-0", param_hint="ID"
+            )
+    wanted = list(dict.fromkeys(ids)) if ids else None
+
+    async def replay(redis: Any) -> tuple[int, list[str]]:
+        missing: list[str] = []
+        if wanted is not None:
+            present = {letter.id for letter in await dlq_entries(redis, ids=wanted, dlq_stream=dlq_stream)}
+            missing = [entry_id for entry_id in wanted if entry_id not in present]
+        return await replay_dlq(redis, ids=wanted, dlq_stream=dlq_stream), missing
+
+    replayed, missing = _with_event_redis(data_dir, replay)
+    click.echo(f"Replayed {replayed} dead letter{'s' if replayed != 1 else ''}.")
+    if missing:
+        click.echo(f"Not in the dead-letter stream: {', '.join(missing)}", err=True)
+        sys.exit(1)
+
+
+def _with_event_redis(data_dir: Path, work: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """Runs ``work(redis)`` against the stack's Redis (REDIS_URL, else the embedded one under
+    ``--data-dir``); an unreachable Redis is a clean CLI error."""
+    import contextlib
+
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def run(url: str) -> T:
+        redis = Redis.from_url(url)
+        try:
+            return await work(redis)
+        finally:
+            await redis.aclose()
+
+    config = stack.StackConfig.from_env(data_dir=data_dir)
+    # stdout carries the listing alone (for jq and scripts); finding the servers logs to stderr.
+    with contextlib.redirect_stdout(sys.stderr), stack.backends(config) as found:
+        try:
+            return asyncio.run(run(found.redis_url))
+        except RedisError as exc:
+            raise click.ClickException(f"Redis: {exc}") from exc
 
 
 def _run_admin_task(coro: Coroutine[Any, Any, T]) -> T:

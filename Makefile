@@ -15,15 +15,22 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
-# ffmpeg/ffprobe for upload sniffing and transcoding: Debian's package when we may install it.
+# ffmpeg/ffprobe for upload sniffing and transcoding (required), and Prometheus (promtool and the
+# server) for the observability tests: Debian's packages when we may install them.
 system-deps:
-	@command -v ffprobe >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing ffmpeg (Debian package)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg; \
-	  else \
+	    echo "installing$$missing (Debian packages)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  elif ! command -v ffprobe >/dev/null 2>&1; then \
 	    echo "ffmpeg/ffprobe not found: install ffmpeg (e.g. sudo apt-get install ffmpeg)" >&2; exit 1; \
-	  fi; }
+	  else \
+	    echo "promtool not found: the observability tests will be skipped (sudo apt-get install prometheus)" >&2; \
+	  fi; \
+	fi
 
 run: install system-deps
 	$(BIN)/streamify up

@@ -14,7 +14,7 @@ from common.db import create_engine, session_factory
 from common.errors import install_error_handlers
 from common.health import check_database, check_redis, health_router
 from common.logging import RequestIdMiddleware, configure_logging
-from common.metrics import MetricsMiddleware
+from common.metrics import MetricsMiddleware, watch_service_resources
 from common.settings import ServiceSettings
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader, redis_revocation_check
 
@@ -39,9 +39,13 @@ async def service_resources(
         audience=settings.jwt_audience,
         is_revoked=redis_revocation_check(redis),
     )
+    unwatch = watch_service_resources(
+        engine=engine, redis=redis, max_connections=settings.db_pool_size + settings.db_max_overflow
+    )
     try:
         yield
     finally:
+        unwatch()
         await redis.aclose()
         await engine.dispose()
 

@@ -1,5 +1,5 @@
-"""Work that must happen only once a transaction has committed: enqueueing a job, publishing an
-event, removing objects from storage.
+"""Work that must happen only once a transaction has committed: enqueueing a job, telling
+another service, removing objects from storage.
 
 A service function registers it with ``after_commit(session, callback)``; it is kept on the session
 and run by whoever commits:
@@ -10,9 +10,10 @@ and run by whoever commits:
   ``async with transaction(sessions) as session: ...``, which does the same.
 
 On rollback the callbacks are dropped: a job is never enqueued for a change that did not happen.
-This is deliberately outbox-free. If the process dies between the commit and a callback, the
-callback is lost; every callback must be idempotent (deterministic job ids, event ids, deletes of
-missing objects are no-ops), so a retry or a periodic sweep can repeat it safely.
+If the process dies between the commit and a callback, the callback is lost; every callback must
+be idempotent (deterministic job ids, deletes of missing objects are no-ops), so a retry or a
+periodic sweep can repeat it safely. Events do not go through here: they are written to the
+service's outbox in the transaction itself (``common.outbox.stage``), so a crash cannot lose them.
 """
 
 from __future__ import annotations

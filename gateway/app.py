@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.errors import install_error_handlers
 from common.logging import RequestIdMiddleware, configure_logging
-from common.metrics import MetricsMiddleware, metrics_endpoint
+from common.metrics import MetricsMiddleware, metrics_endpoint, watch_redis
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader
 from gateway.accesslog import AccessLog
 from gateway.auth import EdgeAuthMiddleware
@@ -125,6 +125,7 @@ class GatewayResources:
     async def lifespan(self, _: Any) -> AsyncIterator[None]:
         self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.store = EdgeStore(self.redis)
+        unwatch_redis = watch_redis(self.redis)
         try:
             await self.store.load()
         except Exception as exc:
@@ -143,6 +144,7 @@ class GatewayResources:
         try:
             yield
         finally:
+            unwatch_redis()
             for upstream in self.upstreams.values():
                 upstream.close()
             await self.http.aclose()

@@ -103,6 +103,10 @@ class StackConfig:
         """auth on P+1, catalog P+2, streaming P+3, billing P+4, analytics P+5."""
         return self.port + 1 + SERVICES.index(service)
 
+    def transcoder_metrics_port(self, index: int) -> int:
+        """Where transcoder-``index`` (from 1) serves /metrics: P+10, P+11, ... (8090, 8091, ...)."""
+        return self.port + 9 + index
+
     def database_name(self, service: str) -> str:
         return f"{self.db_prefix}_{service}"
 
@@ -353,7 +357,11 @@ def process_specs(
                 argv=[sys.executable, "-m", "transcoder.worker"],
                 # The catalog this stack runs (its port follows --port); INTERNAL_SECRET, REDIS_URL
                 # and STORAGE_* come with the shared environment.
-                env={**shared, "CATALOG_URL": f"http://127.0.0.1:{config.service_port('catalog')}"},
+                env={
+                    **shared,
+                    "CATALOG_URL": f"http://127.0.0.1:{config.service_port('catalog')}",
+                    "TRANSCODER_METRICS_PORT": str(config.transcoder_metrics_port(index)),
+                },
             )
         )
     return specs

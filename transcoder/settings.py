@@ -62,6 +62,10 @@ class TranscoderSettings(CommonSettings):
     upload_concurrency: int = Field(default=8, ge=1, le=64)
     # Progress reports to the catalog at most this often (and only when the percentage changed).
     progress_interval_s: float = Field(default=1.0, ge=0)
+    # Where the worker serves /metrics for Prometheus (transcoder/metrics.py); port 0 turns it off.
+    # `streamify up` gives worker N the port P+9+N (P: the gateway's port, so 8090, 8091, ...).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=8090, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _segments_hold_whole_gops(self) -> Self:

@@ -47,6 +47,7 @@ from arq.constants import in_progress_key_prefix
 
 from common import media
 from common.storage import LocalStorage, Storage, StorageError, StorageUnavailable
+from transcoder import metrics
 from transcoder.catalog import CatalogClient
 from transcoder.errors import BadInput, NoLongerProcessing, TransientError, VideoGone
 from transcoder.ffmpeg import (
@@ -122,7 +123,7 @@ async def transcode_video(ctx: dict[str, Any], video_id: str) -> dict[str, Any]:
             log.error("transcode_invalid_video_id")
             return {"status": "invalid_video_id"}
         async with _lease(ctx, settings.lease_s):
-            return await _run(ctx, vid, settings=settings, job_try=job_try)
+            return await metrics.observe_job(_run(ctx, vid, settings=settings, job_try=job_try))
 
 
 async def _run(
@@ -246,6 +247,7 @@ async def _transcode(
     }
     await catalog.report_result(vid, result)
     realtime = duration / encode_s if encode_s > 0 else None
+    metrics.observe_realtime_factor(duration, encode_s)
     log.info(
         "transcode_ready",
         duration_s=played_s,

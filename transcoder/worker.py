@@ -29,6 +29,7 @@ from arq.worker import Function
 from common.internal import ServiceClient
 from common.logging import configure_logging
 from common.storage import storage_from_settings
+from transcoder import metrics
 from transcoder.catalog import CatalogClient
 from transcoder.ffmpeg import ffmpeg_executable
 from transcoder.settings import TranscoderSettings
@@ -74,6 +75,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     resources.push_async_callback(catalog.aclose)
     ctx["catalog"] = catalog
     swept = await asyncio.to_thread(sweep_work_dirs, job_settings)
+    if ctx.get("redis") is not None:
+        refresher = asyncio.create_task(metrics.refresh_forever(ctx["redis"], job_settings.queue_name))
+        resources.callback(refresher.cancel)
     ffmpeg = await probe_ffmpeg(ctx)
     log.info(
         "transcoder_started",
@@ -122,6 +126,7 @@ class WorkerSettings:
 
 def main() -> None:
     configure_logging("transcoder", settings.log_level)
+    metrics.serve(settings.metrics_host, settings.metrics_port)
     # One line per progress report would drown the job's own events.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     run_worker(WorkerSettings)  # type: ignore[arg-type]

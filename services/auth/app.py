@@ -9,6 +9,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from common.app import build_service_app
+from common.events import EventBus
+from common.outbox import OutboxRelay
 from common.ratelimit import RateLimiter
 from common.tokens import JWKSLoader
 from services.auth.api import routers
@@ -53,7 +55,12 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
             limiter=RateLimiter(settings.redis_url, prefix="auth-ratelimit"),
             redis=app.state.redis,
         )
-        yield
+        app.state.outbox = outbox = OutboxRelay(app.state.engine, EventBus(app.state.redis), source="auth")
+        outbox.start()
+        try:
+            yield
+        finally:
+            await outbox.aclose()
 
     return build_service_app(
         name="auth",

@@ -12,6 +12,7 @@ from sqlmodel import Field, SQLModel
 
 from common.columns import timestamp_field
 from common.db import table_registry
+from common.outbox import outbox_table
 
 
 class AuthTable(SQLModel, registry=table_registry()):
@@ -141,3 +142,7 @@ class SigningKey(AuthTable, table=True):
     state: str
     created_at: datetime = timestamp_field()
     retired_at: datetime | None = timestamp_field(nullable=True)
+
+
+# Events written with the changes they report, until the relay has put them on the stream.
+event_outbox = outbox_table(metadata)

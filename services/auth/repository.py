@@ -128,13 +128,14 @@ async def insert_subscription(
 
 async def delete_subscription(
     session: AsyncSession, *, subscriber_id: uuid.UUID, channel_id: uuid.UUID
-) -> bool:
+) -> datetime | None:
+    """When the removed subscription was created; None when there was none."""
     statement = (
         delete(Subscription)
         .where(col(Subscription.subscriber_id) == subscriber_id, col(Subscription.channel_id) == channel_id)
-        .returning(col(Subscription.channel_id))
+        .returning(col(Subscription.created_at))
     )
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(statement)).scalar_one_or_none()
 
 
 async def subscribed_at(

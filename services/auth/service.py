@@ -15,6 +15,8 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.events import Event, new_event
+from common.outbox import stage
 from common.ratelimit import RateLimiter
 from common.tokens import REVOKED_JTI_PREFIX, Identity
 from services.auth import repository as repo
@@ -42,6 +44,7 @@ from services.auth.settings import AuthSettings
 from services.auth.tokens import AccessToken, hash_refresh_token, mint_access_token, new_refresh_token
 
 log = structlog.get_logger("auth")
+SOURCE = "auth"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,16 @@ async def register_user(
     )
     if user is None:
         raise EmailTaken()
+    await stage(
+        session,
+        new_event(
+            "auth.user_registered",
+            {"user_id": str(user.id), "role": user.role},
+            source=SOURCE,
+            key=str(user.id),
+            occurred_at=user.created_at,
+        ),
+    )
     log.info("user_registered", user_id=str(user.id), role=user.role)
     return user
 
@@ -334,6 +347,18 @@ class AuthService:
             raise ChannelNameTaken()
         role_changed = await repo.promote_viewer(session, user.id, Role.creator)
         role = Role.creator if role_changed else Role(user.role)
+        # Opening a channel is becoming a creator (an admin's role stays admin, but they now
+        # publish too); one channel per user, so the user id is the fact's key.
+        await stage(
+            session,
+            new_event(
+                "auth.became_creator",
+                {"user_id": str(user.id), "channel_handle": channel.channel_name},
+                source=SOURCE,
+                key=str(user.id),
+                occurred_at=channel.created_at,
+            ),
+        )
         log.info("channel_created", channel_id=str(channel.id), role=role.value)
         return ChannelCreation(repo.ChannelView(channel, user.display_name), role, role_changed)
 
@@ -354,6 +379,7 @@ class AuthService:
         created = await repo.insert_subscription(session, subscriber_id=subscriber.id, channel_id=channel_id)
         if created is not None:
             count = await repo.add_subscribers(session, channel_id, +1)
+            await stage(session, _subscription_event("auth.subscribed", subscriber.id, channel_id, created))
             return SubscriptionState(channel_id, True, count, created)
         # Already subscribed: nothing changes (PUT is idempotent).
         since = await repo.subscribed_at(session, subscriber_id=subscriber.id, channel_id=channel_id)
@@ -361,8 +387,10 @@ class AuthService:
 
     async def unsubscribe(self, session: AsyncSession, *, user_id: str, channel_id: uuid.UUID) -> None:
         subscriber_id = uuid.UUID(user_id)
-        if await repo.delete_subscription(session, subscriber_id=subscriber_id, channel_id=channel_id):
+        since = await repo.delete_subscription(session, subscriber_id=subscriber_id, channel_id=channel_id)
+        if since is not None:
             await repo.add_subscribers(session, channel_id, -1)
+            await stage(session, _subscription_event("auth.unsubscribed", subscriber_id, channel_id, since))
         elif not await repo.channel_exists(session, channel_id):
             raise ChannelNotFound()
 
@@ -380,6 +408,20 @@ class AuthService:
             last = items[-1]
             next_cursor = encode_cursor(last.subscribed_at, last.channel.channel.id)
         return SubscriptionPage(items, next_cursor)
+
+
+def _subscription_event(
+    type_: str, subscriber_id: uuid.UUID, channel_id: uuid.UUID, subscribed_at: datetime
+) -> Event:
+    """A channel's id is its owner's user id, so the channel is the creator. The key is the
+    subscription itself (who, to whom, since when): subscribing again later is a new fact."""
+    return new_event(
+        type_,
+        {"subscriber_id": str(subscriber_id), "creator_id": str(channel_id)},
+        source=SOURCE,
+        key=f"{subscriber_id}:{channel_id}:{subscribed_at.isoformat()}",
+        occurred_at=subscribed_at if type_ == "auth.subscribed" else None,
+    )
 
 
 def remaining_seconds(expires_at: int) -> int:

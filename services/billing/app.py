@@ -9,10 +9,12 @@ from fastapi import FastAPI
 
 from common.app import build_service_app
 from common.db import asyncpg_dsn
-from common.events import BackgroundPublisher, EventBus
+from common.events import EventBus
+from common.outbox import OutboxRelay
 from common.tokens import JWKSLoader
 from services.billing import repository
 from services.billing.api import routers
+from services.billing.metrics import BillingObservability
 from services.billing.payments import PaymentProvider, provider_from_settings
 from services.billing.service import Billing
 from services.billing.settings import BillingSettings
@@ -31,18 +33,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        events = BackgroundPublisher(EventBus(app.state.redis))
+        outbox = OutboxRelay(app.state.engine, EventBus(app.state.redis), source="billing")
         ledger = await repository.create_pool(
             asyncpg_dsn(settings.database_url),
             min_size=settings.ledger_pool_min,
             max_size=settings.ledger_pool_max,
         )
-        app.state.billing = Billing(ledger=ledger, events=events, provider=provider, settings=settings)
-        events.start()
+        app.state.billing = Billing(ledger=ledger, outbox=outbox, provider=provider, settings=settings)
+        outbox.start()
+        observability = BillingObservability(app.state.redis, ledger, settings)
         try:
             yield
         finally:
-            await events.aclose()
+            await observability.aclose()
+            await outbox.aclose()
             await ledger.close()
 
     return build_service_app(

@@ -52,6 +52,7 @@ from sqlmodel import Field, SQLModel
 
 from common.columns import one_of, utcnow
 from common.db import table_registry
+from common.outbox import outbox_table
 
 
 class BillingTable(SQLModel, registry=table_registry()):
@@ -202,3 +203,7 @@ class Entry(BillingTable, table=True):
     amount: int = Field(sa_column=Column(BigInteger, nullable=False))
     # Wallet entries: the wallet's balance right after this entry.
     balance_after: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+# Events waiting for the relay; written by the ledger functions (migration 0003).
+event_outbox = outbox_table(metadata)

@@ -1,9 +1,10 @@
 """Every billing query, on the ledger's asyncpg pool.
 
 The pool runs in autocommit: each call below is one statement, so one round trip and its own
-transaction. Every money movement is one call of a database function (migration 0002), which
-decides idempotency, funds and the entries atomically; its refusals arrive as :class:`LedgerRefusal`
-with billing's SQLSTATE. Reads are plain keyset/aggregate queries.
+transaction. Every money movement is one call of a database function (migrations 0002, 0003),
+which decides idempotency, funds and the entries atomically and writes the movement's event into
+the outbox in the same transaction (the caller passes the event id); its refusals arrive as
+:class:`LedgerRefusal` with billing's SQLSTATE. Reads are plain keyset/aggregate queries.
 
 The pool hands connections back without asyncpg's default reset query (another round trip per
 call): nothing here leaves session state behind (no SET, LISTEN, cursors or session-level
@@ -69,7 +70,7 @@ class ChargeResult:
     replayed: bool
 
 
-CHARGE_SQL = "SELECT * FROM billing_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+CHARGE_SQL = "SELECT * FROM billing_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 
 async def charge(
@@ -85,7 +86,9 @@ async def charge(
     amount: int,
     fee_bps: int,
     currency: str,
+    event_id: uuid.UUID,
 ) -> ChargeResult:
+    """A charge and its ``billing.unit_charged`` event (written only when the charge is new)."""
     row = await _call(
         pool,
         CHARGE_SQL,
@@ -99,6 +102,7 @@ async def charge(
         amount,
         fee_bps,
         currency,
+        event_id,
     )
     return ChargeResult(*row)
 
@@ -122,10 +126,12 @@ async def topup(
     currency: str,
     payment_method: str,
     provider_reference: str,
+    event_id: uuid.UUID,
 ) -> TopupResult:
+    """A top-up and its ``billing.topup_succeeded`` event (written only when the top-up is new)."""
     row = await _call(
         pool,
-        "SELECT * FROM billing_topup($1, $2, $3, $4, $5, $6, $7)",
+        "SELECT * FROM billing_topup($1, $2, $3, $4, $5, $6, $7, $8)",
         key,
         request_hash,
         user_id,
@@ -133,6 +139,7 @@ async def topup(
         currency,
         payment_method,
         provider_reference,
+        event_id,
     )
     return TopupResult(*row)
 
@@ -182,39 +189,21 @@ async def refund(
     amount: int | None,
     actor_id: uuid.UUID,
     reason: str | None,
+    event_id: uuid.UUID,
 ) -> RefundResult:
+    """A refund and its ``billing.refund_issued`` event (written only when the refund is new)."""
     row = await _call(
         pool,
-        "SELECT * FROM billing_refund($1, $2, $3, $4, $5, $6)",
+        "SELECT * FROM billing_refund($1, $2, $3, $4, $5, $6, $7)",
         key,
         request_hash,
         charge_id,
         amount,
         actor_id,
         reason,
+        event_id,
     )
     return RefundResult(*row)
-
-
-@dataclass(frozen=True, slots=True)
-class ChargeFacts:
-    """What a refund event says about the charge it reverses."""
-
-    key: str
-    viewer_id: uuid.UUID
-    creator_id: uuid.UUID
-    video_id: uuid.UUID
-    session_id: uuid.UUID
-    unit: int
-
-
-async def charge_facts(pool: asyncpg.Pool, transaction_id: uuid.UUID) -> ChargeFacts | None:
-    row = await pool.fetchrow(
-        "SELECT key, viewer_id, creator_id, video_id, session_id, unit FROM transactions"
-        " WHERE id = $1 AND kind = 'charge'",
-        transaction_id,
-    )
-    return ChargeFacts(*row) if row is not None else None
 
 
 # --- reads -------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ Every transaction stores the sha256 of its request's canonical body: the same ke
 body gets the first result again (``replayed``), with a different body 422. Keys are decided by
 the database's unique index, so concurrent duplicates make one transaction.
 
-Events are handed to the background publisher (common.events.BackgroundPublisher) once the ledger
-statement has returned, i.e. after its commit, with ids derived from the facts (charge key,
-transaction id), so publishing a replay again is harmless.
+Events. Each ledger function writes its movement's event into the outbox (common.outbox) in the
+same statement, so a movement never commits without its event and a crash cannot lose one; the
+relay puts them on the stream. Ids derive from the facts (the charge key, the ledger key of a
+top-up or refund), and a replayed request writes none.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ import asyncpg
 import orjson
 import structlog
 
-from common.events import BackgroundPublisher, new_event
+from common.events import event_id
+from common.outbox import OutboxRelay
 from common.tokens import Identity
+from services.billing import metrics
 from services.billing import repository as repo
 from services.billing.errors import (
     AmountOutOfRange,
@@ -69,7 +72,6 @@ from services.billing.schemas import ChargeCreate, RefundCreate, TopupCreate
 from services.billing.settings import BillingSettings
 
 log = structlog.get_logger("billing")
-SOURCE = "billing"
 IDEMPOTENCY_KEY_MAX = 200
 
 
@@ -78,7 +80,8 @@ class Billing:
     """What billing works with, built once by the app's lifespan."""
 
     ledger: asyncpg.Pool
-    events: BackgroundPublisher
+    # Woken after each new movement, so its event leaves at once rather than at the next poll.
+    outbox: OutboxRelay
     provider: PaymentProvider
     settings: BillingSettings
 
@@ -148,35 +151,21 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
             amount=data.amount,
             fee_bps=settings.platform_fee_bps,
             currency=data.currency,
+            event_id=event_id("billing.unit_charged", data.key),
         )
     except repo.LedgerRefusal as refusal:
         if refusal.sqlstate == repo.INSUFFICIENT_FUNDS:
+            metrics.count_wallet_decline(data.currency)
             raise InsufficientFunds(
                 balance=int(refusal.detail or 0), amount=data.amount, currency=data.currency
             ) from None
         if refusal.sqlstate == repo.KEY_REUSED:
             raise IdempotencyKeyReused() from None
         raise
-    billing.events.publish(
-        new_event(
-            "billing.unit_charged",
-            {
-                "transaction_id": str(result.transaction_id),
-                "key": data.key,
-                "session_id": str(data.session_id),
-                "unit": data.unit,
-                "viewer_id": str(data.viewer_id),
-                "creator_id": str(data.creator_id),
-                "video_id": str(data.video_id),
-                "amount": result.amount,
-                "creator_share": result.amount - result.platform_fee,
-                "platform_fee": result.platform_fee,
-                "currency": data.currency,
-            },
-            source=SOURCE,
-            key=data.key,
-            occurred_at=result.created_at,
-        ),
+    if not result.replayed:
+        billing.outbox.wake()
+    metrics.count_charge(
+        data.currency, amount=result.amount, platform_fee=result.platform_fee, replayed=result.replayed
     )
     return result
 
@@ -222,12 +211,15 @@ async def top_up(
             async with asyncio.timeout(settings.payment_timeout_s):
                 outcome = await provider.charge(payment)
         except UnsupportedPaymentMethod as exc:
+            metrics.count_topup("invalid_payment_method")
             raise InvalidPaymentMethod(str(exc)) from None
         except (PaymentProviderError, TimeoutError) as exc:
             log.warning("payment_provider_failed", provider=provider.name, error=repr(exc))
+            metrics.count_topup("provider_error")
             raise PaymentProviderUnavailable() from None
         if not outcome.approved:
             log.info("topup_declined", provider=provider.name, decline_code=outcome.decline_code)
+            metrics.count_topup("declined")
             raise PaymentDeclined(decline_code=outcome.decline_code or "declined")
         try:
             result = await repo.topup(
@@ -239,25 +231,15 @@ async def top_up(
                 currency=settings.currency,
                 payment_method=data.payment_method,
                 provider_reference=outcome.reference,
+                event_id=event_id("billing.topup_succeeded", key),
             )
         except repo.LedgerRefusal as refusal:
             if refusal.sqlstate == repo.KEY_REUSED:
                 raise IdempotencyKeyReused() from None
             raise
-    billing.events.publish(
-        new_event(
-            "billing.topup_succeeded",
-            {
-                "transaction_id": str(result.transaction_id),
-                "user_id": str(user_id),
-                "amount": result.amount,
-                "balance": result.balance,
-                "currency": settings.currency,
-            },
-            source=SOURCE,
-            key=str(result.transaction_id),
-            occurred_at=result.created_at,
-        ),
+        billing.outbox.wake()
+    metrics.count_topup(
+        "replayed" if result.replayed else "succeeded", currency=settings.currency, amount=result.amount
     )
     return result
 
@@ -281,6 +263,7 @@ async def refund_charge(
             amount=data.amount,
             actor_id=actor_id,
             reason=data.reason,
+            event_id=event_id("billing.refund_issued", key),
         )
     except repo.LedgerRefusal as refusal:
         if refusal.sqlstate == repo.KEY_REUSED:
@@ -290,29 +273,9 @@ async def refund_charge(
         if refusal.sqlstate == repo.REFUND_EXCEEDS_CHARGE:
             raise RefundExceedsCharge(refundable=int(refusal.detail or 0)) from None
         raise
-    facts = await repo.charge_facts(billing.ledger, result.refund_of)
-    assert facts is not None, "a refund always reverses a charge"
-    billing.events.publish(
-        new_event(
-            "billing.refund_issued",
-            {
-                "transaction_id": str(result.transaction_id),
-                "refund_of": str(result.refund_of),
-                "charge_key": facts.key,
-                "viewer_id": str(facts.viewer_id),
-                "creator_id": str(facts.creator_id),
-                "video_id": str(facts.video_id),
-                "amount": result.amount,
-                "creator_part": result.amount - result.platform_fee,
-                "platform_part": result.platform_fee,
-                "currency": billing.settings.currency,
-                "actor_id": str(actor_id),
-            },
-            source=SOURCE,
-            key=str(result.transaction_id),
-            occurred_at=result.created_at,
-        ),
-    )
+    if not result.replayed:
+        billing.outbox.wake()
+    metrics.count_refund(billing.settings.currency, amount=result.amount, replayed=result.replayed)
     return result
 
 

@@ -35,6 +35,9 @@ class BillingSettings(ServiceSettings):
     # connections open on first use, so the process starts (and /healthz answers) without the database.
     ledger_pool_min: int = Field(default=0, ge=0, le=100)
     ledger_pool_max: int = Field(default=16, ge=1, le=100)
+    # How often one replica checks every ledger invariant for the ledger alerts (services/billing/
+    # metrics.py); 0 turns the check off.
+    ledger_check_interval_s: float = Field(default=900.0, ge=0)
 
     @model_validator(mode="after")
     def _check_billing(self) -> BillingSettings:

@@ -11,6 +11,9 @@ from functools import partial
 from fastapi import FastAPI
 
 from common.app import build_service_app
+from common.events import EventBus
+from common.metrics import watch_queue
+from common.outbox import OutboxRelay
 from common.storage import storage_from_settings
 from common.tokens import JWKSLoader
 from services.catalog import uploads as upload_routes
@@ -41,6 +44,11 @@ def create_app(
                 limits=UploadLimits.from_settings(settings),
                 on_uploaded=partial(enqueue_transcode, app.state.arq),
             )
+            unwatch_queue = watch_queue(app.state.redis, settings.transcode_queue)
+            app.state.outbox = outbox = OutboxRelay(
+                app.state.engine, EventBus(app.state.redis), source="catalog"
+            )
+            outbox.start()
             sweeper = None
             if settings.upload_sweep_interval_s > 0:
                 sweeper = asyncio.create_task(
@@ -50,10 +58,12 @@ def create_app(
             try:
                 yield
             finally:
+                unwatch_queue()
                 if sweeper is not None:
                     sweeper.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await sweeper
+                await outbox.aclose()
 
     return build_service_app(
         name="catalog",

@@ -33,6 +33,7 @@ from sqlmodel import Field, SQLModel
 
 from common.columns import counter_field, one_of, timestamp_field
 from common.db import table_registry
+from common.outbox import outbox_table
 
 
 class CatalogTable(SQLModel, registry=table_registry()):
@@ -292,3 +293,7 @@ class Upload(CatalogTable, table=True):
     updated_at: datetime = timestamp_field()
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     completed_at: datetime | None = timestamp_field(nullable=True)
+
+
+# Events written with the changes they report, until the relay has put them on the stream.
+event_outbox = outbox_table(metadata)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any, Generic, TypeVar
@@ -27,6 +28,8 @@ from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.commit_hooks import after_commit
+from common.events import new_event
+from common.outbox import stage
 from common.storage import InvalidKey, Storage, StorageError, validate_key
 from common.tokens import Identity
 from services.catalog import repository as repo
@@ -47,6 +50,7 @@ from services.catalog.errors import (
     VideoNotReady,
 )
 from services.catalog.models import (
+    CURRENCY,
     Comment,
     CommentReaction,
     ReactionKind,
@@ -59,6 +63,7 @@ from services.catalog.pagination import Ordering, Position, decode_cursor, encod
 from services.catalog.schemas import CommentCreate, TranscodeResult, VideoCreate
 
 log = structlog.get_logger("catalog")
+SOURCE = "catalog"
 T = TypeVar("T")
 
 PUBLISHING_ROLES = frozenset({"creator", "admin"})
@@ -193,7 +198,7 @@ def _video_page(videos: list[Video], *, ordering: Ordering, limit: int) -> Page[
 async def create_video(session: AsyncSession, *, actor: Actor, data: VideoCreate) -> Video:
     if actor.role not in PUBLISHING_ROLES:
         raise CreatorRequired()
-    return await repo.insert_video(
+    video = await repo.insert_video(
         session,
         creator_id=actor.user_id,
         title=data.title,
@@ -203,6 +208,15 @@ async def create_video(session: AsyncSession, *, actor: Actor, data: VideoCreate
         price_per_minute=data.price_per_minute,
         status=VideoStatus.awaiting_upload.value,
     )
+    await _event(
+        session,
+        "catalog.video_created",
+        video,
+        {"title": video.title, "price_per_minute": video.price_per_minute, "currency": CURRENCY},
+        key=str(video.id),
+        occurred_at=video.created_at,
+    )
+    return video
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,9 +254,10 @@ async def delete_video(session: AsyncSession, video_id: uuid.UUID, *, actor: Act
     fails after the commit, the objects are orphans that no row points to (logged with their
     prefixes; ``purge_video_objects`` is idempotent and can be re-run by a sweep).
     """
-    await managed_video(session, video_id, actor=actor)
+    video = await managed_video(session, video_id, actor=actor)
     if not await repo.delete_video(session, video_id):
         raise VideoNotFound()
+    await _event(session, "catalog.video_deleted", video, {}, key=str(video_id))
     after_commit(session, partial(_purge_after_delete, storage, video_id))
 
 
@@ -349,6 +364,14 @@ async def create_comment(
         session, video_id=video_id, author_id=actor.user_id, parent_id=data.parent_id, body=data.body
     )
     await repo.add_video_counters(session, video_id, comments=1)
+    await _event(
+        session,
+        "catalog.comment_created",
+        video,
+        {"comment_id": str(comment.id), "author_id": str(actor.user_id)},
+        key=str(comment.id),
+        occurred_at=comment.created_at,
+    )
     return comment
 
 
@@ -423,9 +446,19 @@ class ReactionState:
     dislikes: int
 
 
-async def _move_video_counters(session: AsyncSession, video: Video, change: repo.ReactionChange) -> Video:
+async def _move_video_counters(
+    session: AsyncSession, video: Video, change: repo.ReactionChange, *, user_id: uuid.UUID
+) -> Video:
     if change == repo.ReactionChange():
         return video
+    # Each change of a user's reaction is its own fact (like, then none, then like again): no
+    # natural key, so a fresh id.
+    await _event(
+        session,
+        "catalog.reaction_set",
+        video,
+        {"user_id": str(user_id), "reaction": change.added.value if change.added else None},
+    )
     updated = await repo.add_video_counters(
         session,
         video.id,
@@ -444,14 +477,14 @@ async def react_to_video(
     change = await repo.put_reaction(
         session, VideoReaction, target_id=video_id, user_id=actor.user_id, kind=kind
     )
-    video = await _move_video_counters(session, video, change)
+    video = await _move_video_counters(session, video, change, user_id=actor.user_id)
     return ReactionState(reaction=kind, likes=video.like_count, dislikes=video.dislike_count)
 
 
 async def remove_video_reaction(session: AsyncSession, video_id: uuid.UUID, *, actor: Actor) -> ReactionState:
     video = await visible_video(session, video_id, actor=actor, lock=True)
     change = await repo.delete_reaction(session, VideoReaction, target_id=video_id, user_id=actor.user_id)
-    video = await _move_video_counters(session, video, change)
+    video = await _move_video_counters(session, video, change, user_id=actor.user_id)
     return ReactionState(reaction=None, likes=video.like_count, dislikes=video.dislike_count)
 
 
@@ -676,8 +709,46 @@ async def record_transcode_result(
         if current.status in (VideoStatus.ready.value, VideoStatus.failed.value):
             raise ResultConflict(current_status=current.status) from None
         raise
+    # Only the transition itself reports: a repeated result changed nothing and says nothing.
+    if video.status == VideoStatus.ready.value:
+        await _event(
+            session,
+            "catalog.video_ready",
+            video,
+            {
+                "duration_s": video.duration_s,
+                "renditions": [rendition["name"] for rendition in video.renditions],
+            },
+            key=str(video_id),
+            occurred_at=video.published_at,
+        )
+    else:
+        await _event(
+            session, "catalog.video_failed", video, {"reason": video.failure_reason}, key=str(video_id)
+        )
     log.info("transcode_result_recorded", video_id=str(video_id), status=video.status)
     return video
+
+
+async def _event(
+    session: AsyncSession,
+    type_: str,
+    video: Video,
+    payload: dict[str, Any],
+    *,
+    key: str | None = None,
+    occurred_at: datetime | None = None,
+) -> None:
+    """Stage a fact about ``video`` in this transaction's outbox (every catalog event names the
+    video and its creator)."""
+    event = new_event(
+        type_,
+        {"video_id": str(video.id), "creator_id": str(video.creator_id), **payload},
+        source=SOURCE,
+        key=key,
+        occurred_at=occurred_at,
+    )
+    await stage(session, event)
 
 
 async def add_views(session: AsyncSession, video_id: uuid.UUID, *, count: int) -> Video:

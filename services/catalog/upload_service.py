@@ -55,8 +55,8 @@ from common.storage import (
     StorageUnavailable,
 )
 from common.storage import UploadNotFound as StorageUploadNotFound
+from services.catalog import metrics, service
 from services.catalog import repository as repo
-from services.catalog import service
 from services.catalog.errors import (
     IncompleteUpload,
     InvalidTransition,
@@ -299,6 +299,7 @@ async def create_upload(
                 raise UploadInProgress() from exc
             raise
         log.info("upload_created", upload_id=str(upload.id), video_id=str(video_id), length=length)
+        metrics.count_upload_started("tus")
         if length == 0:
             return await _hand_off(uploads, upload, verdict=EMPTY_FILE)
     return upload
@@ -526,6 +527,7 @@ async def append_to_upload(
                     # Bytes not yet stored are dropped; the offset stays at the last stored step.
                     raise UploadTooLarge("The request carries more bytes than the upload's Upload-Length.")
                 await writer.write(chunk)
+                metrics.TUS_BYTES.inc(len(chunk))
             upload = await writer.finish()
         finally:
             await writer.close()
@@ -605,6 +607,7 @@ async def _hand_off(uploads: Uploads, upload: Upload, *, verdict: str | None) ->
         accepted=verdict is None,
         reason=verdict,
     )
+    metrics.count_upload_completed("tus", accepted=verdict is None)
     return completed
 
 
@@ -790,6 +793,7 @@ async def put_source(
             if await repo.get_upload_for_video(session, video_id) is not None:
                 raise UploadInProgress()
             await service.mark_upload_started(session, video_id)
+        metrics.count_upload_started("put")
         try:
             if content_length > 0:
                 await uploads.storage.put(key, _exactly(body, content_length, claim))
@@ -809,6 +813,7 @@ async def put_source(
                     session, video_id, source_key=key, on_committed=uploads.on_uploaded
                 )
     log.info("source_uploaded", video_id=str(video_id), length=content_length, accepted=video.status)
+    metrics.count_upload_completed("put", accepted=not isinstance(result, str))
     if isinstance(result, str):
         raise NotAVideo(result, video_id=str(video_id))
     return video
@@ -820,6 +825,7 @@ async def _exactly(body: AsyncIterable[bytes], length: int, claim: _Claim) -> As
         received += len(chunk)
         if received > length:
             raise UploadTooLarge("The body is longer than its Content-Length.")
+        metrics.PUT_BYTES.inc(len(chunk))
         yield chunk
         await claim.renew_if_due()
     if received < length:

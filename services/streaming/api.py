@@ -10,9 +10,10 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from common.commit_hooks import HookedSessionDep
-from common.errors import Unauthorized
+from common.errors import AppError, Unauthorized
 from common.identity import CurrentIdentity, bearer_token
 from common.tokens import Identity, TokenVerifier
+from services.streaming import metrics
 from services.streaming.errors import InvalidIdentity
 from services.streaming.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from services.streaming.schemas import (
@@ -109,13 +110,18 @@ async def heartbeat_reply(
     playback: Playback, identity: Identity, session_id: uuid.UUID, body: HeartbeatCreate
 ) -> bytes:
     """The heartbeat, answered as JSON bytes (shared by the route and ``fastpath.py``)."""
-    view = await playback.heartbeat(
-        session_id,
-        viewer=_viewer(identity),
-        token_id=identity.jti,
-        position_s=body.position_s,
-        playing=body.state is PlayerState.playing,
-    )
+    try:
+        view = await playback.heartbeat(
+            session_id,
+            viewer=_viewer(identity),
+            token_id=identity.jti,
+            position_s=body.position_s,
+            playing=body.state is PlayerState.playing,
+        )
+    except AppError as exc:
+        metrics.count_heartbeat(exc.code)
+        raise
+    metrics.count_heartbeat(view.status.value)
     return orjson.dumps(
         {
             "status": view.status.value,

@@ -16,8 +16,10 @@ from starlette.middleware import Middleware
 from common.app import build_service_app
 from common.events import EventBus
 from common.internal import ServiceClient
+from common.outbox import OutboxRelay
 from common.storage import storage_from_settings
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader
+from services.streaming import metrics
 from services.streaming.api import routers
 from services.streaming.delivery import router as delivery_router
 from services.streaming.fastpath import HeartbeatFastPath
@@ -94,7 +96,6 @@ def create_app(
             ),
             catalog=CatalogClient(catalog),
             billing=BillingClient(billing),
-            events=EventBus(app.state.redis),
             progress=ProgressLog(app.state.sessions),
             clock=clock or system_clock_ms,
         )
@@ -105,6 +106,11 @@ def create_app(
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
         )
+        unwatch_sessions = metrics.watch_live_sessions(app.state.redis)
+        # Session starts and ends leave through the outbox; heartbeat summaries are added to the
+        # stream by the heartbeat script itself (live.py).
+        app.state.outbox = outbox = OutboxRelay(app.state.engine, EventBus(app.state.redis), source=SERVICE)
+        outbox.start()
         tasks = [
             asyncio.create_task(
                 run_progress_flushes(playback.progress, interval_s=settings.progress_flush_interval_s),
@@ -122,6 +128,7 @@ def create_app(
                 app.state.storage = storage
                 yield
         finally:
+            unwatch_sessions()
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -134,6 +141,7 @@ def create_app(
                 )
             await playback.catalog.aclose()
             await playback.billing.aclose()
+            await outbox.aclose()
 
     app = build_service_app(
         name=SERVICE,

@@ -23,6 +23,7 @@ from Lua go through ``%d``: Lua numbers are doubles, and ``tostring`` would writ
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -31,11 +32,20 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 
+from common.events import DEFAULT_MAX_LEN, EVENT_STREAM
+from common.outbox import EVENTS_PUBLISHED
 from common.tokens import REVOKED_JTI_PREFIX
 from services.streaming.models import EndReason, SessionStatus
 
 PREFIX = "streaming:"
 EXPIRING_KEY = f"{PREFIX}expiring"
+_HEARTBEATS_PUBLISHED = EVENTS_PUBLISHED.labels("streaming")
+
+
+def iso_utc_ms(ms: int) -> str:
+    """``2026-11-22T10:00:00.123Z`` for a time in milliseconds (an event's occurred_at)."""
+    seconds, millis = divmod(ms, 1000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}Z"
 
 
 def session_key(session_id: uuid.UUID | str) -> str:
@@ -84,11 +94,11 @@ local function keep_until(key, at, now)
   if ttl < 0 or now + ttl < at then redis.call('PEXPIRE', key, int(at - now)) end
 end
 -- Mark ended; the session stays in the expiring set (score 0) until its durable record is written.
-local function finish(key, viewer_set, sid, reason, ended_at, retention_ms, now)
+local function finish(key, viewer_set, expiring, sid, reason, ended_at, retention_ms, now)
   redis.call('HSET', key, 'status', 'ended', 'end_reason', reason, 'ended_at_ms', int(ended_at),
     'lease_until_ms', '0')
   if viewer_set then redis.call('ZREM', viewer_set, sid) end
-  redis.call('ZADD', KEYS[#KEYS], 0, sid)
+  redis.call('ZADD', expiring, 0, sid)
   redis.call('PEXPIRE', key, int(retention_ms))
 end
 """.replace("{FIELDS}", "{" + ", ".join(f"'{name}'" for name in STATE_FIELDS) + "}")
@@ -121,16 +131,20 @@ return reply(KEYS[1], 'ok')
 """
 )
 
-# KEYS: session hash, revoked-token key, viewer's live set, expiring set.
-# ARGV: now, viewer id, position ms, playing (1|0), ttl ms, retention ms, lease ms, session id.
+# KEYS: session hash, revoked-token key, viewer's live set, expiring set, event stream.
+# ARGV: now, viewer id, position ms, playing (1|0), ttl ms, retention ms, lease ms, session id,
+# event id, event time (ISO 8601), stream max length.
 # Codes: revoked | missing | not_found | ok | expired (ended just now, record it) | charge (this
 # caller holds the charge lease for units billed_units .. due-1).
+# An accepted heartbeat (ok or charge on a live session) adds its playback.heartbeat event to the
+# stream in the same script, so the summary exists exactly when the state changed.
 _HEARTBEAT_LUA = (
     _COMMON_LUA
     + """
 if redis.call('EXISTS', KEYS[2]) == 1 then return {'revoked'} end
 local h = redis.call('HMGET', KEYS[1], 'viewer_id', 'status', 'expires_at_ms', 'last_hb_ms',
-  'last_position_ms', 'watched_ms', 'billed_units', 'paid', 'unit_ms', 'lease_until_ms')
+  'last_position_ms', 'watched_ms', 'billed_units', 'paid', 'unit_ms', 'lease_until_ms', 'video_id',
+  'creator_id', 'duration_ms')
 if not h[1] then return {'missing'} end
 if h[1] ~= ARGV[2] then return {'not_found'} end
 local now = tonumber(ARGV[1])
@@ -139,7 +153,7 @@ if h[2] == 'ended' then return reply(KEYS[1], 'ok') end
 local last_hb = tonumber(h[4])
 if now >= tonumber(h[3]) then
   -- No heartbeat for too long: the session ended at its last sign of life.
-  finish(KEYS[1], KEYS[3], sid, 'expired', last_hb, tonumber(ARGV[6]), now)
+  finish(KEYS[1], KEYS[3], KEYS[4], sid, 'expired', last_hb, tonumber(ARGV[6]), now)
   return reply(KEYS[1], 'expired')
 end
 local position = tonumber(ARGV[3])
@@ -161,6 +175,13 @@ redis.call('PEXPIRE', KEYS[1], int(tonumber(ARGV[5]) + tonumber(ARGV[6])))
 redis.call('ZADD', KEYS[3], int(expires_at), sid)
 keep_until(KEYS[3], expires_at, now)
 redis.call('ZADD', KEYS[4], int(expires_at), sid)
+local duration = cjson.null
+if h[13] and h[13] ~= '' then duration = tonumber(h[13]) / 1000 end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'event', cjson.encode({
+  id = ARGV[9], type = 'playback.heartbeat', version = 1, occurred_at = ARGV[10], source = 'streaming',
+  payload = {session_id = sid, viewer_id = h[1], video_id = h[11], creator_id = h[12],
+    position_s = position / 1000, watched_s = watched / 1000, duration_s = duration,
+    playing = ARGV[4] == '1', billed_units = billed, status = h[2]}}))
 if paid then
   local due = math.floor(watched / unit) + 1
   if due > billed and tonumber(h[10] or '0') <= now then
@@ -228,11 +249,11 @@ local now = tonumber(ARGV[1])
 local viewer_set = nil
 if #KEYS == 3 then viewer_set = KEYS[2] end
 if ARGV[4] == '1' then
-  finish(KEYS[1], viewer_set, ARGV[6], ARGV[3], now, tonumber(ARGV[5]), now)
+  finish(KEYS[1], viewer_set, KEYS[#KEYS], ARGV[6], ARGV[3], now, tonumber(ARGV[5]), now)
   return reply(KEYS[1], 'ended')
 end
 if now < tonumber(h[3]) then return {'alive'} end
-finish(KEYS[1], viewer_set, ARGV[6], 'expired', tonumber(h[4]), tonumber(ARGV[5]), now)
+finish(KEYS[1], viewer_set, KEYS[#KEYS], ARGV[6], 'expired', tonumber(h[4]), tonumber(ARGV[5]), now)
 return reply(KEYS[1], 'ended')
 """
 )
@@ -331,11 +352,22 @@ class NewSession:
 class LiveSessions:
     """The scripts over one Redis client; every public method is one round trip."""
 
-    def __init__(self, redis: Redis, *, ttl_ms: int, retention_ms: int, lease_ms: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        ttl_ms: int,
+        retention_ms: int,
+        lease_ms: int,
+        event_stream: str = EVENT_STREAM,
+        event_max_len: int = DEFAULT_MAX_LEN,
+    ) -> None:
         self.redis = redis
         self.ttl_ms = ttl_ms
         self.retention_ms = retention_ms
         self.lease_ms = lease_ms
+        self.event_stream = event_stream
+        self.event_max_len = event_max_len
         self._reserve = redis.register_script(_RESERVE_LUA)
         self._open = redis.register_script(_OPEN_LUA)
         self._heartbeat = redis.register_script(_HEARTBEAT_LUA)
@@ -408,12 +440,14 @@ class LiveSessions:
         position_ms: int,
         playing: bool,
     ) -> ScriptResult:
-        """Accrue one heartbeat; the token's revocation is checked in the same round trip."""
+        """Accrue one heartbeat and publish its summary; the token's revocation is checked in the
+        same round trip."""
         keys = [
             session_key(session_id),
             REVOKED_JTI_PREFIX + token_id,
             viewer_sessions_key(viewer_id),
             EXPIRING_KEY,
+            self.event_stream,
         ]
         args: list[str | int] = [
             now_ms,
@@ -424,8 +458,16 @@ class LiveSessions:
             self.retention_ms,
             self.lease_ms,
             str(session_id),
+            str(uuid.uuid4()),
+            iso_utc_ms(now_ms),
+            self.event_max_len,
         ]
-        return self._result(session_id, await self._heartbeat(keys=keys, args=args))
+        result = self._result(session_id, await self._heartbeat(keys=keys, args=args))
+        # Accepted (the script published its summary): not refused, not on an ended session.
+        state = result.state
+        if state is not None and result.code in ("ok", "charge") and state.status is not SessionStatus.ended:
+            _HEARTBEATS_PUBLISHED.inc()
+        return result
 
     async def settle(
         self,

@@ -26,6 +26,7 @@ from sqlmodel import Field, SQLModel
 
 from common.columns import counter_field, one_of, timestamp_field
 from common.db import table_registry
+from common.outbox import outbox_table
 
 
 class StreamingTable(SQLModel, registry=table_registry()):
@@ -113,3 +114,7 @@ class WatchHistory(StreamingTable, table=True):
     last_session_id: uuid.UUID | None = Field(default=None, nullable=True)
     first_watched_at: datetime = timestamp_field()
     last_watched_at: datetime = timestamp_field()
+
+
+# Events written with the changes they report, until the relay has put them on the stream.
+event_outbox = outbox_table(metadata)

@@ -31,6 +31,7 @@ from common.internal import (
     ServiceClient,
     mint_service_token,
 )
+from services.streaming import metrics
 from services.streaming.errors import CatalogUnavailable
 from services.streaming.live import ChargeOutcome
 from services.streaming.schemas import CatalogVideo
@@ -219,6 +220,11 @@ class BillingClient:
     async def charge_unit(self, charge: UnitCharge) -> ChargeResult:
         """Charge one unit: charged (also when billing already had this key), insufficient funds,
         or unavailable (unreachable, 5xx, or an answer we cannot use: retried later, same key)."""
+        result = await self._charge_unit(charge)
+        metrics.count_charge(result.outcome)
+        return result
+
+    async def _charge_unit(self, charge: UnitCharge) -> ChargeResult:
         key = charge.key
         body = {
             "key": key,

@@ -14,9 +14,11 @@ A session's life::
   held at what has been paid; every later heartbeat retries the pending unit, so a top-up resumes
   the same session). Billing unreachable -> the session keeps playing and the same key is retried
   on later heartbeats; after ``billing_grace_seconds`` of that, payment_required (fail closed).
-- PostgreSQL gets the session when it starts, its charges and status changes (batched every
-  ``progress_flush_interval_s``, ``progress.py``), and its end (with the watch history and
-  ``playback.session_ended``, at once) — never anything for a plain heartbeat.
+- PostgreSQL gets the session when it starts (with ``playback.session_started`` in its outbox),
+  its charges and status changes (batched every ``progress_flush_interval_s``, ``progress.py``),
+  and its end (with the watch history and ``playback.session_ended``, at once) — never anything
+  for a plain heartbeat, whose ``playback.heartbeat`` summary the heartbeat script adds to the
+  event stream itself.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.commit_hooks import after_commit, transaction
-from common.events import EventBus, new_event, publish_after_commit
+from common.events import new_event
+from common.outbox import stage
+from services.streaming import metrics
 from services.streaming import repository as repo
 from services.streaming.credentials import mint_playback_credential
 from services.streaming.errors import (
@@ -174,7 +178,6 @@ class Playback:
         live: LiveSessions,
         catalog: CatalogClient,
         billing: BillingClient,
-        events: EventBus,
         progress: ProgressLog,
         clock: Clock = system_clock_ms,
     ) -> None:
@@ -183,7 +186,6 @@ class Playback:
         self.live = live
         self.catalog = catalog
         self.billing = billing
-        self.events = events
         self.progress = progress
         self.clock = clock
         self.unit_ms = round(settings.billing_unit_seconds * 1000)
@@ -231,6 +233,26 @@ class Playback:
             await repo.touch_history(
                 db, viewer_id=viewer.user_id, video_id=video.id, session_id=session_id, at=started_at
             )
+            await stage(
+                db,
+                new_event(
+                    "playback.session_started",
+                    {
+                        "session_id": str(session_id),
+                        "viewer_id": str(viewer.user_id),
+                        "video_id": str(video.id),
+                        "creator_id": str(video.creator_id),
+                        "paid": paid,
+                        "price_per_minute": video.price_per_minute,
+                        "currency": video.currency,
+                        "billing_unit_s": self.unit_ms / 1000,
+                        "duration_s": duration_ms / 1000 if duration_ms is not None else None,
+                    },
+                    source=SOURCE,
+                    key=str(session_id),
+                    occurred_at=started_at,
+                ),
+            )
             balance: int | None = None
             if paid:
                 # Prepaid: unit 0 now. The row above is not committed, so a refusal leaves nothing.
@@ -259,29 +281,13 @@ class Playback:
         except BaseException:
             await self.live.release(viewer_id=viewer.user_id, session_id=session_id)
             raise
-        event = new_event(
-            "playback.session_started",
-            {
-                "session_id": str(session_id),
-                "viewer_id": str(viewer.user_id),
-                "video_id": str(video.id),
-                "creator_id": str(video.creator_id),
-                "paid": paid,
-                "price_per_minute": video.price_per_minute,
-                "currency": video.currency,
-                "billing_unit_s": self.unit_ms / 1000,
-            },
-            source=SOURCE,
-            key=str(session_id),
-            occurred_at=started_at,
-        )
-        publish_after_commit(db, self.events, event)
 
         async def count_view() -> None:
             await self.catalog.count_view(video.id)
 
         after_commit(db, count_view)
         log.info("session_started", session_id=str(session_id), video_id=str(video.id), paid=paid)
+        metrics.count_session_started(paid=paid)
         return SessionView.from_live(state)
 
     @staticmethod
@@ -522,7 +528,8 @@ class Playback:
             key=str(row.id),
             occurred_at=row.ended_at,
         )
-        publish_after_commit(db, self.events, event)
+        await stage(db, event)
+        metrics.count_session_ended(row.end_reason)
         log.info(
             "session_ended",
             session_id=str(row.id),

@@ -14,7 +14,15 @@ from common.migrations import downgrade, upgrade
 from services.auth.models import metadata
 from tests.conftest import test_database_url as database_url_for
 
-AUTH_TABLES = {"users", "channels", "subscriptions", "refresh_families", "refresh_tokens", "signing_keys"}
+AUTH_TABLES = {
+    "users",
+    "channels",
+    "subscriptions",
+    "refresh_families",
+    "refresh_tokens",
+    "signing_keys",
+    "event_outbox",
+}
 
 
 def _differences(connection: Connection) -> list[object]:

@@ -130,7 +130,8 @@ class BillingDriver:
             return await check_ledger(connection)
 
     async def events(self, type_: str) -> list[Event]:
-        await self.app.state.billing.events.flush()
+        """The stream's events of ``type_``, once everything committed so far has been relayed."""
+        await self.app.state.billing.outbox.drain()
         redis = self.app.state.redis
         events = [decode_event(fields) for _, fields in await redis.xrange(EVENT_STREAM)]
         return [event for event in events if event.type == type_]

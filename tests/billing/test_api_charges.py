@@ -235,10 +235,10 @@ class TestChargeEvents:
         await billing.fund(viewer, 1000)
         body = charge_body(viewer=viewer.id, creator=creator.id, amount=100)
         charged = (await billing.charge(body)).json()
-        await billing.charge(body)  # a replay publishes the same fact again, under the same id
+        await billing.charge(body)  # a replay is the same fact: its event was written the first time
 
         events = [e for e in await billing.events("billing.unit_charged") if e.payload["key"] == body["key"]]
-        assert {event.id for event in events} == {event_id("billing.unit_charged", body["key"])}
+        assert [event.id for event in events] == [event_id("billing.unit_charged", body["key"])]
         assert events[0].payload == {
             "transaction_id": charged["transaction_id"],
             "key": body["key"],
@@ -252,7 +252,6 @@ class TestChargeEvents:
             "platform_fee": 20,
             "currency": "USD",
         }
-        assert events[0] == events[-1]
 
     async def test_a_refused_charge_publishes_nothing(self, billing: BillingDriver):
         body = charge_body(viewer=uuid.uuid4(), amount=100)

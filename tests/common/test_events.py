@@ -1,34 +1,20 @@
-"""The event envelope on a real Redis stream, and publishing only after a commit."""
+"""The event envelope on a real Redis stream (the outbox that publishes after a commit is
+tested in test_outbox.py)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 from redis.asyncio import Redis
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from common.commit_hooks import transaction
-from common.db import create_engine, session_factory
-from common.events import EventBus, decode_event, new_event, publish_after_commit
-from tests.conftest import migrated_database
+from common.events import EventBus, decode_event, new_event
 
 
 @pytest.fixture
 def stream() -> str:
     return f"test:events:{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[AsyncEngine]:
-    # Any migrated database will do: the test only needs a transaction to commit or roll back.
-    engine = create_engine(await migrated_database("analytics"), pool_size=1)
-    yield engine
-    await engine.dispose()
 
 
 async def read_all(redis: Redis, stream: str) -> list:
@@ -70,24 +56,15 @@ class TestTheEnvelope:
         assert await redis.xlen(stream) < 300
 
 
-class TestPublishingAfterCommit:
-    async def test_a_committed_change_publishes_its_events(
-        self, redis: Redis, stream: str, engine: AsyncEngine
-    ) -> None:
-        bus = EventBus(redis, stream=stream)
-        event = new_event("test.committed", {"at": datetime.now(UTC).isoformat()}, source="t")
-        async with transaction(session_factory(engine)) as session:
-            await session.execute(text("SELECT 1"))
-            publish_after_commit(session, bus, event)
-            assert await redis.xlen(stream) == 0  # not before the commit
-        assert [e.id for e in await read_all(redis, stream)] == [event.id]
+class TestPublishingSerialisedEnvelopes:
+    async def test_envelopes_go_to_the_stream_byte_for_byte_in_order(self, redis: Redis, stream: str) -> None:
+        events = [new_event("test.happened", {"n": n}, source="t") for n in range(3)]
+        envelopes = [event.model_dump_json() for event in events]
+        await EventBus(redis, stream=stream).publish_raw(envelopes)
+        assert [fields[b"event"].decode() for _, fields in await redis.xrange(stream)] == envelopes
+        assert await read_all(redis, stream) == events
 
-    async def test_a_rolled_back_change_publishes_nothing(
-        self, redis: Redis, stream: str, engine: AsyncEngine
-    ) -> None:
-        bus = EventBus(redis, stream=stream)
-        with pytest.raises(RuntimeError):
-            async with transaction(session_factory(engine)) as session:
-                publish_after_commit(session, bus, new_event("test.rolled_back", {}, source="t"))
-                raise RuntimeError("the change fails")
+    async def test_nothing_to_publish_sends_nothing(self, redis: Redis, stream: str) -> None:
+        await EventBus(redis, stream=stream).publish_raw([])
+        await EventBus(redis, stream=stream).publish()
         assert await redis.xlen(stream) == 0

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from common.internal import SERVICE_TOKEN_HEADER, mint_service_token
+from common.outbox import OutboxRelay
 from common.storage import StorageSettings
 from services.billing.app import create_app as create_billing_app
 from services.billing.settings import BillingSettings
@@ -206,6 +207,11 @@ class Player:
     def user(self, role: str = "viewer") -> User:
         user_id = uuid.uuid4()
         return User(id=user_id, role=role, token=self.minter.token(user_id, role))
+
+    async def relayed(self) -> None:
+        """Everything streaming committed so far (session starts and ends) is on the event stream."""
+        outbox: OutboxRelay = self.app.state.outbox
+        await outbox.drain()
 
     async def video(self, *, price: int = PRICE, owner: User | None = None, **fields: Any) -> str:
         """A ready video (through catalog's own API); its id."""

@@ -37,6 +37,7 @@ async def _row(player: Player, sid: str) -> PlaybackSession:
 
 
 async def _ended_events(player: Player, sid: str) -> list[dict[str, Any]]:
+    await player.relayed()
     entries = await player.redis.xrange("streamify:events")
     events = [json.loads(fields[b"event"]) for _, fields in entries]
     return [e for e in events if e["type"] == "playback.session_ended" and e["payload"]["session_id"] == sid]

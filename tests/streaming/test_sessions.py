@@ -11,6 +11,7 @@ from tests.streaming.conftest import HEARTBEAT_S, MAX_SESSIONS, PRICE, UNIT_S, P
 
 
 async def _events_for(player: Player, session_id: str) -> list[dict]:
+    await player.relayed()
     entries = await player.redis.xrange("streamify:events")
     events = [json.loads(fields[b"event"]) for _, fields in entries]
     return [event for event in events if event["payload"].get("session_id") == session_id]

@@ -164,6 +164,38 @@ def verify_billing(data_dir: Path) -> None:
 
 
 @main.group()
+def analytics() -> None:
+    """Administer the analytics service."""
+
+
+@analytics.command("backfill")
+@data_dir_option
+def backfill_analytics(data_dir: Path) -> None:
+    """Rebuild every rollup from the raw events analytics has stored (one transaction: readers
+    see the old figures until the new ones are complete)."""
+    from common.db import asyncpg_dsn
+    from services.analytics import repository
+    from services.analytics.settings import AnalyticsSettings
+    from services.analytics.tasks import backfill, rules_from
+
+    config = stack.StackConfig.from_env(data_dir=data_dir)
+    stack.command_environment(config)
+    settings = AnalyticsSettings()
+
+    async def rebuild(url: str) -> int:
+        pool = await repository.create_pool(asyncpg_dsn(url), max_size=1)
+        try:
+            return await backfill(pool, rules_from(settings))
+        finally:
+            await pool.close()
+
+    with stack.backends(config, redis=False) as found:
+        url = stack.database_url(found.database_url, config.database_name("analytics"))
+        replayed = _run_admin_task(rebuild(url))
+    click.echo(f"Rebuilt analytics rollups from {replayed} events.")
+
+
+@main.group()
 def events() -> None:
     """Inspect the event bus."""
 

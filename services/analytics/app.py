@@ -1,12 +1,48 @@
-"""Analytics service: event consumers and rollups (features land in their issue)."""
+"""Analytics service: consumes the event bus into rollups and answers creator, viewer and
+platform statistics."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from common.app import build_service_app
+from common.db import asyncpg_dsn
+from common.tokens import JWKSLoader
+from services.analytics import repository
+from services.analytics.api import routers
 from services.analytics.settings import AnalyticsSettings
+from services.analytics.tasks import Ingest, event_consumer, rules_from
 
 
-def create_app(settings: AnalyticsSettings | None = None) -> FastAPI:
-    return build_service_app(name="analytics", settings=settings or AnalyticsSettings(), routers=[])
+def create_app(
+    settings: AnalyticsSettings | None = None, *, jwks_loader: Callable[[FastAPI], JWKSLoader] | None = None
+) -> FastAPI:
+    settings = settings or AnalyticsSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await repository.create_pool(asyncpg_dsn(settings.database_url), max_size=settings.pool_max)
+        app.state.analytics_pool = pool
+        app.state.ingest = ingest = Ingest(pool, rules_from(settings))
+        consumer = event_consumer(app.state.redis, ingest, settings) if settings.consume_events else None
+        app.state.consumer = consumer
+        if consumer is not None:
+            consumer.start()
+        try:
+            yield
+        finally:
+            if consumer is not None:
+                await consumer.aclose()
+            await pool.close()
+
+    return build_service_app(
+        name="analytics",
+        settings=settings,
+        routers=routers,
+        lifespan=lifespan,
+        jwks_loader=jwks_loader,
+        description="Views, watch time, revenue and audience retention from the event bus.",
+    )

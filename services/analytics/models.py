@@ -3,7 +3,7 @@
 ``raw_events`` is the history (deduplicated by event id, so a redelivered event is recognised);
 everything else is derived from it and can be rebuilt (``streamify analytics backfill``):
 
-- ``playback_sessions``: per session, what has been counted so far (the maxima of its cumulative
+- ``watch_sessions``: per session, what has been counted so far (the maxima of its cumulative
   watch time and position, whether it counted as a session, a view, finished), so a late or
   repeated heartbeat adds only what is new;
 - ``video_daily``, ``creator_daily``, ``platform_daily``: additive counters per day (UTC);
@@ -54,8 +54,8 @@ class RawEvent(AnalyticsTable, table=True):
 
 
 class VideoInfo(AnalyticsTable, table=True):
-    __tablename__ = "videos"
-    __table_args__ = (Index("ix_videos_creator_id", "creator_id"),)
+    __tablename__ = "known_videos"
+    __table_args__ = (Index("ix_known_videos_creator_id", "creator_id"),)
 
     video_id: uuid.UUID = Field(primary_key=True)
     creator_id: uuid.UUID = Field(nullable=False)
@@ -65,7 +65,7 @@ class VideoInfo(AnalyticsTable, table=True):
 
 
 class PlaybackSession(AnalyticsTable, table=True):
-    __tablename__ = "playback_sessions"
+    __tablename__ = "watch_sessions"
 
     session_id: uuid.UUID = Field(primary_key=True)
     video_id: uuid.UUID = Field(nullable=False)

@@ -21,7 +21,7 @@ SESSION_COLUMNS = (
 )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 0, max_size: int = 5) -> asyncpg.Pool:
     pool: asyncpg.Pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
     return pool
 
@@ -52,7 +52,7 @@ async def lock_sessions(
         return {}
     rows = sorted(fresh.values(), key=lambda r: r.session_id)
     await connection.execute(
-        "INSERT INTO playback_sessions (session_id, video_id, viewer_id, creator_id, day)"
+        "INSERT INTO watch_sessions (session_id, video_id, viewer_id, creator_id, day)"
         " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::date[])"
         " ON CONFLICT (session_id) DO NOTHING",
         [r.session_id for r in rows],
@@ -62,7 +62,7 @@ async def lock_sessions(
         [r.day for r in rows],
     )
     stored = await connection.fetch(
-        f"SELECT {SESSION_COLUMNS} FROM playback_sessions WHERE session_id = ANY($1::uuid[])"  # noqa: S608
+        f"SELECT {SESSION_COLUMNS} FROM watch_sessions WHERE session_id = ANY($1::uuid[])"  # noqa: S608
         " ORDER BY session_id FOR UPDATE",
         [r.session_id for r in rows],
     )
@@ -73,7 +73,8 @@ async def known_durations(connection: asyncpg.Connection, videos: set[uuid.UUID]
     if not videos:
         return {}
     rows = await connection.fetch(
-        "SELECT video_id, duration_s FROM videos WHERE video_id = ANY($1::uuid[]) AND duration_s IS NOT NULL",
+        "SELECT video_id, duration_s FROM known_videos"
+        " WHERE video_id = ANY($1::uuid[]) AND duration_s IS NOT NULL",
         list(videos),
     )
     return {row["video_id"]: row["duration_s"] for row in rows}
@@ -131,13 +132,13 @@ async def apply(connection: asyncpg.Connection, deltas: Deltas) -> None:
     if deltas.videos:
         videos = sorted(deltas.videos.items())
         await connection.execute(
-            "INSERT INTO videos (video_id, creator_id, title, duration_s, deleted)"
+            "INSERT INTO known_videos (video_id, creator_id, title, duration_s, deleted)"
             " SELECT v, c, t, d, coalesce(x, false)"
             " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::float8[], $5::bool[]) AS u(v, c, t, d, x)"
             " ON CONFLICT (video_id) DO UPDATE SET"
-            " title = coalesce(excluded.title, videos.title),"
-            " duration_s = coalesce(excluded.duration_s, videos.duration_s),"
-            " deleted = videos.deleted OR excluded.deleted",
+            " title = coalesce(excluded.title, known_videos.title),"
+            " duration_s = coalesce(excluded.duration_s, known_videos.duration_s),"
+            " deleted = known_videos.deleted OR excluded.deleted",
             [v for v, _ in videos],
             [row[0] for _, row in videos],
             [row[1] for _, row in videos],
@@ -250,7 +251,7 @@ async def apply(connection: asyncpg.Connection, deltas: Deltas) -> None:
     if deltas.sessions:
         rows_ = sorted(deltas.sessions, key=lambda r: r.session_id)
         await connection.execute(
-            "UPDATE playback_sessions AS s SET duration_s = u.duration_s, watched_s = u.watched_s,"
+            "UPDATE watch_sessions AS s SET duration_s = u.duration_s, watched_s = u.watched_s,"
             " max_position_s = u.max_position_s, retention_pct = u.retention_pct, counted = u.counted,"
             " viewed = u.viewed, completed = u.completed"
             " FROM unnest($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::int2[], $6::bool[],"
@@ -287,7 +288,7 @@ async def raw_history(connection: asyncpg.Connection, *, chunk: int = 5000) -> A
 
 async def video_owner(pool: asyncpg.Pool, video_id: uuid.UUID) -> asyncpg.Record | None:
     return await pool.fetchrow(
-        "SELECT video_id, creator_id, title, duration_s FROM videos WHERE video_id = $1", video_id
+        "SELECT video_id, creator_id, title, duration_s FROM known_videos WHERE video_id = $1", video_id
     )
 
 
@@ -322,7 +323,7 @@ async def creator_videos(
         await pool.fetch(
             "SELECT r.video_id, v.title, sum(r.sessions) AS sessions, sum(r.views) AS views,"
             " sum(r.watched_s) AS watched_s, sum(r.revenue) AS revenue"
-            " FROM video_daily r LEFT JOIN videos v ON v.video_id = r.video_id"
+            " FROM video_daily r LEFT JOIN known_videos v ON v.video_id = r.video_id"
             " WHERE r.creator_id = $1 AND r.day BETWEEN $2 AND $3"
             " GROUP BY r.video_id, v.title"
             " ORDER BY sum(r.views) DESC, sum(r.watched_s) DESC, r.video_id LIMIT $4",

@@ -60,7 +60,14 @@ def build(history: History, plan: list[SessionPlan]) -> tuple[list[Event], dict[
         "videos": videos,
         "viewer_ids": viewers,
     }
-    platform = {"sessions": 0, "viewers": set(), "watched": 0.0, "gross": 0, "fee": 0, "uploads": 3}
+    platform: dict[str, Any] = {
+        "sessions": 0,
+        "viewers": set(),
+        "watched": 0.0,
+        "gross": 0,
+        "fee": 0,
+        "uploads": 3,
+    }
     for session_plan in plan:
         sid = uuid.uuid4()
         video, viewer = videos[session_plan.video], viewers[session_plan.viewer]
@@ -91,7 +98,7 @@ def build(history: History, plan: list[SessionPlan]) -> tuple[list[Event], dict[
         for unit in range(session_plan.units):
             events.append(history.charged(sid, unit, video, viewer, creator, amount=PRICE, fee=FEE, t=t + 2))
 
-        row = expected["video_daily"][video]
+        row: list[Any] = expected["video_daily"][video]
         row[0] += 1
         if watched >= THRESHOLD_S:
             row[1] += 1
@@ -102,7 +109,7 @@ def build(history: History, plan: list[SessionPlan]) -> tuple[list[Event], dict[
         pct = 100 if completed else min(100, math.floor(position / duration * 100))
         for p in range(pct + 1):
             expected["retention"][video][p] += 1
-        stats = expected["viewers"][viewer]
+        stats: list[Any] = expected["viewers"][viewer]
         stats[0] += 1
         stats[1] += watched
         stats[2] += session_plan.units * PRICE
@@ -138,7 +145,7 @@ async def stored(analytics: Analytics, expected: dict[str, Any], day: Any) -> di
         r["video_id"]: r
         for r in await pool.fetch("SELECT * FROM video_daily WHERE video_id = ANY($1::uuid[])", videos)
     }
-    retention = defaultdict(lambda: [0] * 101)
+    retention: dict[uuid.UUID, list[int]] = defaultdict(lambda: [0] * 101)
     for r in await pool.fetch("SELECT * FROM video_retention WHERE video_id = ANY($1::uuid[])", videos):
         retention[r["video_id"]][r["pct"]] = r["sessions"]
     stats = {

@@ -227,6 +227,26 @@ class TestPayPerMinute:
             history = viewer.call("GET", "/users/me/history").json()
             assert [item["video_id"] for item in history["items"]] == [video_id]
 
+            # Moments later analytics shows the creator the view, the revenue and the retention,
+            # and the viewer what they spent: every event went producer → outbox → bus → rollups.
+            deadline = time.monotonic() + 15
+            while True:
+                stats = creator.call("GET", f"/analytics/videos/{video_id}")
+                assert stats.status_code == 200 or stats.status_code == 404, stats.text
+                if stats.status_code == 200 and stats.json()["totals"]["revenue"] == billed * SHARE:
+                    break
+                assert time.monotonic() < deadline, stats.text
+                time.sleep(0.3)
+            totals = stats.json()["totals"]
+            assert (totals["sessions"], totals["views"], totals["unique_viewers"]) == (1, 1, 1)
+            assert totals["watch_minutes"] > 0
+            assert stats.json()["retention"][0]["share"] == 1.0
+            overview = creator.call("GET", "/analytics/creator/overview").json()
+            assert overview["totals"]["revenue"] == billed * SHARE
+            assert [v["video_id"] for v in overview["videos"]] == [video_id]
+            mine = viewer.call("GET", "/analytics/me").json()
+            assert (mine["sessions"], mine["spent"]) == (1, billed * PRICE)
+
         verify = subprocess.run(
             [sys.executable, "-m", "streamify", "billing", "verify", "--data-dir", str(data_dir)],
             env={**os.environ, **env},

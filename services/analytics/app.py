@@ -27,14 +27,16 @@ def create_app(
         pool = await repository.create_pool(asyncpg_dsn(settings.database_url), max_size=settings.pool_max)
         app.state.analytics_pool = pool
         app.state.ingest = ingest = Ingest(pool, rules_from(settings))
-        consumer = event_consumer(app.state.redis, ingest, settings) if settings.consume_events else None
-        app.state.consumer = consumer
-        if consumer is not None:
+        consumers = [
+            event_consumer(app.state.redis, ingest, settings, index)
+            for index in range(settings.consumers if settings.consume_events else 0)
+        ]
+        for consumer in consumers:
             consumer.start()
         try:
             yield
         finally:
-            if consumer is not None:
+            for consumer in consumers:
                 await consumer.aclose()
             await pool.close()
 

@@ -13,7 +13,7 @@ import asyncpg
 
 from common.events import Event
 from services.analytics.models import DERIVED_TABLES
-from services.analytics.service import Deltas, SessionRow
+from services.analytics.service import Deltas, Id, SessionRow
 
 SESSION_COLUMNS = (
     "session_id, video_id, viewer_id, creator_id, day, duration_s, watched_s, max_position_s,"
@@ -43,9 +43,7 @@ async def store_raw(connection: asyncpg.Connection, events: Sequence[Event]) -> 
     return {row["id"] for row in rows}
 
 
-async def lock_sessions(
-    connection: asyncpg.Connection, fresh: dict[uuid.UUID, SessionRow]
-) -> dict[uuid.UUID, SessionRow]:
+async def lock_sessions(connection: asyncpg.Connection, fresh: dict[Id, SessionRow]) -> dict[Id, SessionRow]:
     """The stored rows of these sessions, created from ``fresh`` where missing, locked for the
     transaction (another replica's batch touching the same session waits)."""
     if not fresh:
@@ -66,10 +64,17 @@ async def lock_sessions(
         " ORDER BY session_id FOR UPDATE",
         [r.session_id for r in rows],
     )
-    return {row["session_id"]: SessionRow(**dict(row)) for row in stored}
+    return {str(row["session_id"]): _session(row) for row in stored}
 
 
-async def known_durations(connection: asyncpg.Connection, videos: set[uuid.UUID]) -> dict[uuid.UUID, float]:
+def _session(row: asyncpg.Record) -> SessionRow:
+    values = dict(row)
+    for key in ("session_id", "video_id", "viewer_id", "creator_id"):
+        values[key] = str(values[key])
+    return SessionRow(**values)
+
+
+async def known_durations(connection: asyncpg.Connection, videos: set[Id]) -> dict[Id, float]:
     if not videos:
         return {}
     rows = await connection.fetch(
@@ -77,7 +82,7 @@ async def known_durations(connection: asyncpg.Connection, videos: set[uuid.UUID]
         " WHERE video_id = ANY($1::uuid[]) AND duration_s IS NOT NULL",
         list(videos),
     )
-    return {row["video_id"]: row["duration_s"] for row in rows}
+    return {str(row["video_id"]): row["duration_s"] for row in rows}
 
 
 async def _new_members(connection: asyncpg.Connection, sql: str, members: set[tuple[Any, ...]]) -> list[Any]:
@@ -91,7 +96,7 @@ async def _new_members(connection: asyncpg.Connection, sql: str, members: set[tu
 async def apply(connection: asyncpg.Connection, deltas: Deltas) -> None:
     """Write one batch's deltas (inside the caller's transaction), each row once, in key order."""
     video_viewers = Counter(
-        (row["video_id"], row["day"])
+        (str(row["video_id"]), row["day"])
         for row in await _new_members(
             connection,
             "INSERT INTO video_day_viewers (video_id, day, viewer_id)"
@@ -101,7 +106,7 @@ async def apply(connection: asyncpg.Connection, deltas: Deltas) -> None:
         )
     )
     creator_viewers = Counter(
-        (row["creator_id"], row["day"])
+        (str(row["creator_id"]), row["day"])
         for row in await _new_members(
             connection,
             "INSERT INTO creator_day_viewers (creator_id, day, viewer_id)"
@@ -120,7 +125,7 @@ async def apply(connection: asyncpg.Connection, deltas: Deltas) -> None:
         )
     )
     finished = Counter(
-        row["viewer_id"]
+        str(row["viewer_id"])
         for row in await _new_members(
             connection,
             "INSERT INTO viewer_finished (viewer_id, video_id)"

@@ -18,7 +18,6 @@ Attribution (documented in docs/architecture.md):
 from __future__ import annotations
 
 import math
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,9 @@ from typing import Any
 
 from common.events import Event
 
+# Ids stay the strings the events carry (canonical lowercase UUIDs, which sort like the UUIDs
+# themselves): parsing hundreds of thousands of them per second into uuid.UUID showed in profiles.
+Id = str
 SESSION_TYPES = frozenset({"playback.session_started", "playback.heartbeat", "playback.session_ended"})
 HANDLED_TYPES = SESSION_TYPES | {
     "billing.unit_charged",
@@ -48,10 +50,10 @@ class Rules:
 class SessionRow:
     """What has been counted of one session so far."""
 
-    session_id: uuid.UUID
-    video_id: uuid.UUID
-    viewer_id: uuid.UUID
-    creator_id: uuid.UUID
+    session_id: Id
+    video_id: Id
+    viewer_id: Id
+    creator_id: Id
     day: date
     duration_s: float | None = None
     watched_s: float = 0.0
@@ -67,29 +69,29 @@ class Deltas:
     """Everything one batch adds; each key is upserted once per batch."""
 
     # (video, day) -> [creator, sessions, views, watched_s, revenue, gross]
-    video_daily: dict[tuple[uuid.UUID, date], list[Any]] = field(default_factory=dict)
+    video_daily: dict[tuple[Id, date], list[Any]] = field(default_factory=dict)
     # (creator, day) -> [sessions, views, watched_s, revenue, gross]
-    creator_daily: dict[tuple[uuid.UUID, date], list[Any]] = field(default_factory=dict)
+    creator_daily: dict[tuple[Id, date], list[Any]] = field(default_factory=dict)
     # day -> [sessions, watched_s, revenue_gross, platform_fee, uploads, transcode_failures]
     platform_daily: dict[date, list[Any]] = field(default_factory=dict)
-    retention: dict[tuple[uuid.UUID, int], int] = field(default_factory=lambda: defaultdict(int))
+    retention: dict[tuple[Id, int], int] = field(default_factory=lambda: defaultdict(int))
     # viewer -> [sessions, watched_s, spent]
-    viewers: dict[uuid.UUID, list[Any]] = field(default_factory=dict)
-    video_viewers: set[tuple[uuid.UUID, date, uuid.UUID]] = field(default_factory=set)
-    creator_viewers: set[tuple[uuid.UUID, date, uuid.UUID]] = field(default_factory=set)
-    platform_viewers: set[tuple[date, uuid.UUID]] = field(default_factory=set)
-    finished: set[tuple[uuid.UUID, uuid.UUID]] = field(default_factory=set)
+    viewers: dict[Id, list[Any]] = field(default_factory=dict)
+    video_viewers: set[tuple[Id, date, Id]] = field(default_factory=set)
+    creator_viewers: set[tuple[Id, date, Id]] = field(default_factory=set)
+    platform_viewers: set[tuple[date, Id]] = field(default_factory=set)
+    finished: set[tuple[Id, Id]] = field(default_factory=set)
     # video -> (creator, title, duration_s, deleted); None keeps what is stored
-    videos: dict[uuid.UUID, list[Any]] = field(default_factory=dict)
+    videos: dict[Id, list[Any]] = field(default_factory=dict)
     sessions: list[SessionRow] = field(default_factory=list)
 
-    def video_day(self, video: uuid.UUID, day: date, creator: uuid.UUID) -> list[Any]:
+    def video_day(self, video: Id, day: date, creator: Id) -> list[Any]:
         row = self.video_daily.get((video, day))
         if row is None:
             row = self.video_daily[(video, day)] = [creator, 0, 0, 0.0, 0, 0]
         return row
 
-    def creator_day(self, creator: uuid.UUID, day: date) -> list[Any]:
+    def creator_day(self, creator: Id, day: date) -> list[Any]:
         row = self.creator_daily.get((creator, day))
         if row is None:
             row = self.creator_daily[(creator, day)] = [0, 0, 0.0, 0, 0]
@@ -101,79 +103,71 @@ class Deltas:
             row = self.platform_daily[day] = [0, 0.0, 0, 0, 0, 0]
         return row
 
-    def viewer(self, viewer: uuid.UUID) -> list[Any]:
+    def viewer(self, viewer: Id) -> list[Any]:
         row = self.viewers.get(viewer)
         if row is None:
             row = self.viewers[viewer] = [0, 0.0, 0]
         return row
 
-    def video(self, video: uuid.UUID, creator: uuid.UUID) -> list[Any]:
+    def video(self, video: Id, creator: Id) -> list[Any]:
         row = self.videos.get(video)
         if row is None:
             row = self.videos[video] = [creator, None, None, None]
         return row
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-
-
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else 0.0
 
 
-def session_key(event: Event) -> uuid.UUID:
-    return _uuid(event.payload["session_id"])
-
-
-def first_sightings(events: Iterable[Event]) -> dict[uuid.UUID, SessionRow]:
-    """A fresh row for each session in ``events``, from its earliest event (used when it is new)."""
-    rows: dict[uuid.UUID, SessionRow] = {}
+def first_sightings(events: Iterable[Event]) -> dict[Id, SessionRow]:
+    """A fresh row for each session in ``events`` (in time order), from its first event (used when
+    the session is new to analytics)."""
+    rows: dict[Id, SessionRow] = {}
     for event in events:
         if event.type not in SESSION_TYPES:
             continue
-        sid = session_key(event)
-        known = rows.get(sid)
-        if known is not None and known.day <= event.occurred_at.date():
-            continue
         payload = event.payload
-        rows[sid] = SessionRow(
-            session_id=sid,
-            video_id=_uuid(payload["video_id"]),
-            viewer_id=_uuid(payload["viewer_id"]),
-            creator_id=_uuid(payload["creator_id"]),
-            day=event.occurred_at.date(),
-        )
+        sid = payload["session_id"]
+        if sid not in rows:
+            rows[sid] = SessionRow(
+                session_id=sid,
+                video_id=payload["video_id"],
+                viewer_id=payload["viewer_id"],
+                creator_id=payload["creator_id"],
+                day=event.occurred_at.date(),
+            )
     return rows
 
 
-def aggregate(events: Sequence[Event], stored: dict[uuid.UUID, SessionRow], rules: Rules) -> Deltas:
-    """What ``events`` (new to analytics) add to the rollups, given the sessions' stored rows
-    (every session the events mention, fresh rows included)."""
+def aggregate(events: Sequence[Event], stored: dict[Id, SessionRow], rules: Rules) -> Deltas:
+    """What ``events`` (new to analytics, in time order) add to the rollups, given the sessions'
+    stored rows (every session the events mention, fresh rows included)."""
     deltas = Deltas()
-    touched: dict[uuid.UUID, SessionRow] = {}
+    # session -> [duration_s, watched_s, max_position_s, completed], folded over the batch
+    touched: dict[Id, list[Any]] = {}
     for event in events:
         payload = event.payload
         kind = event.type
         if kind in SESSION_TYPES:
-            sid = session_key(event)
-            row = touched.get(sid) or stored[sid]
-            duration = payload.get("duration_s")
-            ended_completed = kind == "playback.session_ended" and bool(payload.get("completed"))
-            touched[sid] = replace(
-                row,
-                duration_s=row.duration_s or (_number(duration) if duration else None),
-                watched_s=max(row.watched_s, _number(payload.get("watched_s", 0))),
-                max_position_s=max(row.max_position_s, _number(payload.get("position_s", 0))),
-                completed=row.completed or ended_completed,
-            )
+            sid = payload["session_id"]
+            state = touched.get(sid)
+            if state is None:
+                row = stored[sid]
+                state = touched[sid] = [row.duration_s, row.watched_s, row.max_position_s, row.completed]
+            if not state[0]:
+                state[0] = _number(payload.get("duration_s")) or None
+            state[1] = max(state[1], _number(payload.get("watched_s")))
+            state[2] = max(state[2], _number(payload.get("position_s")))
+            if kind == "playback.session_ended" and payload.get("completed"):
+                state[3] = True
         elif kind in ("billing.unit_charged", "billing.refund_issued"):
             sign = 1 if kind == "billing.unit_charged" else -1
             amount = sign * int(payload["amount"])
             share = sign * int(payload["creator_share"] if sign > 0 else payload["creator_part"])
             fee = sign * int(payload["platform_fee"] if sign > 0 else payload["platform_part"])
             day = event.occurred_at.date()
-            video, creator = _uuid(payload["video_id"]), _uuid(payload["creator_id"])
+            video, creator = payload["video_id"], payload["creator_id"]
             video_day = deltas.video_day(video, day, creator)
             video_day[4] += share
             video_day[5] += amount
@@ -183,9 +177,9 @@ def aggregate(events: Sequence[Event], stored: dict[uuid.UUID, SessionRow], rule
             platform = deltas.platform_day(day)
             platform[2] += amount
             platform[3] += fee
-            deltas.viewer(_uuid(payload["viewer_id"]))[2] += amount
+            deltas.viewer(payload["viewer_id"])[2] += amount
         elif kind.startswith("catalog.video_"):
-            info = deltas.video(_uuid(payload["video_id"]), _uuid(payload["creator_id"]))
+            info = deltas.video(payload["video_id"], payload["creator_id"])
             if kind == "catalog.video_created":
                 info[1] = str(payload.get("title") or "")[:200] or None
                 deltas.platform_day(event.occurred_at.date())[4] += 1
@@ -195,8 +189,12 @@ def aggregate(events: Sequence[Event], stored: dict[uuid.UUID, SessionRow], rule
                 deltas.platform_day(event.occurred_at.date())[5] += 1
             elif kind == "catalog.video_deleted":
                 info[3] = True
-    for sid, row in touched.items():
-        deltas.sessions.append(_count_session(stored[sid], row, deltas, rules))
+    for sid, (duration, watched, position, completed) in touched.items():
+        before = stored[sid]
+        after = replace(
+            before, duration_s=duration, watched_s=watched, max_position_s=position, completed=completed
+        )
+        deltas.sessions.append(_count_session(before, after, deltas, rules))
     return deltas
 
 

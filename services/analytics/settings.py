@@ -16,6 +16,7 @@ class AnalyticsSettings(ServiceSettings):
     # Off only where something else feeds the handler (tests, the benchmark).
     consume_events: bool = True
     event_stream: str = ""
+    consumers: int = Field(default=2, ge=1, le=8)
     consumer_batch_size: int = Field(default=2000, ge=1, le=10_000)
     pool_max: int = Field(default=5, ge=1)
     # A session counts as a view once it has been watched this long.

@@ -76,11 +76,16 @@ def rules_from(settings: AnalyticsSettings) -> Rules:
     return Rules(view_threshold_s=settings.view_threshold_seconds, completion_ratio=settings.completion_ratio)
 
 
-def event_consumer(redis: Redis, ingest: Ingest, settings: AnalyticsSettings) -> EventConsumer:
+def event_consumer(
+    redis: Redis, ingest: Ingest, settings: AnalyticsSettings, index: int = 0
+) -> EventConsumer:
+    """Member ``index`` of this process's consumers. A process runs ``settings.consumers`` of them so
+    one batch's Python work overlaps another's wait on PostgreSQL (batches touching the same session
+    serialise on its row lock; every statement takes its rows in key order, so they cannot deadlock)."""
     return EventConsumer(
         redis,
         group=GROUP,
-        consumer=f"{socket.gethostname()}-{os.getpid()}",
+        consumer=f"{socket.gethostname()}-{os.getpid()}-{index}",
         handler=ingest.handle,
         stream=settings.event_stream or EVENT_STREAM,
         batch_size=settings.consumer_batch_size,

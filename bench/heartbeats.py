@@ -9,6 +9,8 @@ each session is charged one unit per unit of wall time. Measured:
 
 - heartbeats/s and p50/p99 latency through the gateway over ``--seconds`` (after a 5 s warm-up);
 - charges made (units billed) and the charge rate;
+- the event bus meanwhile: analytics's consumer lag (its /metrics, sampled every 0.5 s; issue 5
+  wants it under 5 s) and the events it handled per second;
 - a baseline in the same run with the same client: GET /healthz of the streaming service straight
   from uvicorn (the ratio says how much of a trivial endpoint's rate the heartbeat path keeps);
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +40,7 @@ from typing import Any
 import aiohttp
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -146,6 +150,38 @@ async def _baseline(url: str, concurrency: int) -> dict[str, Any]:
     return {"requests_per_s": round(done / 5, 1), "p99_ms": round(_percentile(lat, 0.99), 2)}
 
 
+async def _bus_lag(http: aiohttp.ClientSession, metrics_url: str) -> tuple[float, float, float]:
+    """Analytics's consumer lag (seconds, events) and events handled so far, from its /metrics."""
+    async with http.get(metrics_url) as response:
+        text = await response.text()
+    values = {"streamify_events_consumer_lag_seconds": 0.0, "streamify_events_consumer_lag_events": 0.0}
+    consumed = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("group") != "analytics":
+                continue
+            if sample.name in values:
+                values[sample.name] = max(values[sample.name], sample.value)
+            elif sample.name == "streamify_events_consumed_total":
+                consumed += sample.value
+    return (
+        values["streamify_events_consumer_lag_seconds"],
+        values["streamify_events_consumer_lag_events"],
+        consumed,
+    )
+
+
+async def _watch_lag(
+    http: aiohttp.ClientSession, metrics_url: str, stop: asyncio.Event
+) -> list[tuple[float, ...]]:
+    samples: list[tuple[float, ...]] = []
+    while not stop.is_set():
+        samples.append(await _bus_lag(http, metrics_url))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return samples
+
+
 async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any]:
     def body(i: int) -> dict[str, Any]:
         player = players[i]
@@ -159,11 +195,18 @@ async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         # Warm-up: sessions opened during set-up start with several units due; settle them first.
         await _closed_loop(http, url, body, lambda i: headers[i], len(players), WARMUP_S)
+        metrics_url = f"{up.service_url('analytics')}/metrics"
+        stop = asyncio.Event()
+        watcher = asyncio.create_task(_watch_lag(http, metrics_url, stop))
+        consumed_before = (await _bus_lag(http, metrics_url))[2]
         cpu_before = process.cpu_times()
         started = time.monotonic()
         done, lat, failures = await _closed_loop(http, url, body, lambda i: headers[i], len(players), seconds)
         elapsed = time.monotonic() - started
         cpu_after = process.cpu_times()
+        stop.set()
+        lag = await watcher
+        consumed_after = (await _bus_lag(http, metrics_url))[2]
     client_cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
     return {
         "heartbeats": done,
@@ -173,6 +216,13 @@ async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any
         "p99_ms": round(_percentile(lat, 0.99), 2),
         "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
         "load_client_cpu_cores": round(client_cpu, 2),
+        # Issue 5: the analytics consumer keeps up with the bus while heartbeats and charges flow.
+        "event_bus": {
+            "max_lag_s": round(max((x[0] for x in lag), default=0.0), 2),
+            "max_lag_events": int(max((x[1] for x in lag), default=0.0)),
+            "analytics_events_per_s": round((consumed_after - consumed_before) / elapsed, 1),
+            "samples": len(lag),
+        },
     }
 
 

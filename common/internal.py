@@ -15,6 +15,7 @@ import jwt
 import stamina
 from fastapi import Depends, Request
 
+from common import tracing
 from common.errors import Forbidden, Unauthorized
 
 SERVICE_TOKEN_HEADER = "x-service-token"  # noqa: S105 - a header name
@@ -119,7 +120,11 @@ class ServiceClient:
 
     async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         method = method.upper()
-        headers = {**kwargs.pop("headers", {}), SERVICE_TOKEN_HEADER: self._credential()}
+        headers = {
+            **tracing.outgoing_headers(),
+            **kwargs.pop("headers", {}),
+            SERVICE_TOKEN_HEADER: self._credential(),
+        }
         retry_safe = method in IDEMPOTENT_METHODS or "idempotency-key" in {h.lower() for h in headers}
         if not retry_safe:
             return await self._client.request(method, url, headers=headers, **kwargs)

@@ -10,7 +10,11 @@ import uuid
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import tracing
+
 REQUEST_ID_HEADER = b"x-request-id"
+TRACEPARENT_HEADER = b"traceparent"
+TRACESTATE_HEADER = b"tracestate"
 # A propagated id is kept only when it looks like an id, so logs cannot be forged through it.
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -70,8 +74,20 @@ def request_id_from(scope: Scope) -> str | None:
     return None
 
 
+def span_from(scope: Scope) -> tracing.Span:
+    """This request's span: a child of the caller's ``traceparent``, or a new trace."""
+    traceparent = tracestate = None
+    for name, value in scope.get("headers", ()):
+        if name == TRACEPARENT_HEADER:
+            traceparent = value
+        elif name == TRACESTATE_HEADER:
+            tracestate = value
+    return tracing.continue_trace(traceparent, tracestate)
+
+
 class RequestIdMiddleware:
-    """Takes X-Request-ID from the caller (or makes one), binds it to every log line, echoes it back."""
+    """Takes X-Request-ID from the caller (or makes one), binds it to every log line, echoes it back;
+    likewise starts this request's trace span from ``traceparent`` (``common.tracing``)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -81,8 +97,12 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        span = span_from(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["span"] = span
+        id_tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        trace_token = tracing.enter(span)
         encoded = request_id.encode()
 
         async def send_with_id(message: Message) -> None:
@@ -95,4 +115,5 @@ class RequestIdMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id")
+            tracing.leave(trace_token)
+            structlog.contextvars.reset_contextvars(**id_tokens)

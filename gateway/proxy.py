@@ -47,6 +47,8 @@ _REQUEST_DROP = frozenset(
         b"x-client-ip",
         b"forwarded",
         b"x-request-id",
+        # Replaced by the gateway's own span (the upstream's parent), see common.tracing.
+        b"traceparent",
     }
 )
 _REQUEST_DROP_PREFIXES = (b"x-authenticated-", b"x-streamify-", b"x-forwarded-", b"x-user-", b"x-original-")
@@ -77,6 +79,7 @@ def build_request_head(
     instance: Instance,
     identity: Identity | None,
     request_id: str,
+    traceparent: str = "",
 ) -> tuple[bytes, int | None, bool]:
     """The request line and headers for the upstream; plus the body's length / chunked-ness."""
     parts: list[bytes] = [scope["method"].encode("ascii"), b" ", match.target]
@@ -120,6 +123,8 @@ def build_request_head(
         request_id.encode("ascii"),
         b"\r\n",
     )
+    if traceparent:
+        parts += (b"traceparent: ", traceparent.encode("ascii"), b"\r\n")
     if host:
         parts += (b"x-forwarded-host: ", host, b"\r\n")
     if identity is not None:
@@ -171,6 +176,8 @@ class Proxy:
             return
         state = scope.get("state") or {}
         request_id: str = state.get("request_id", "")
+        span = state.get("span")
+        trace_id = span.trace_id if span is not None else None
         identity: Identity | None = scope.get("gateway.identity")
         timeout_s = match.route_class.timeout_s
         started = time.perf_counter()
@@ -232,6 +239,7 @@ class Proxy:
             self.access_log.write(
                 "proxied",
                 request_id,
+                trace_id=trace_id,
                 method=scope["method"],
                 route=match.route.template,
                 upstream=upstream.name,
@@ -265,7 +273,11 @@ class Proxy:
                 upstream.mark_failed(instance)
                 last_error = exc
                 continue
-            head, content_length, chunked = build_request_head(scope, match, instance, identity, request_id)
+            span = (scope.get("state") or {}).get("span")
+            traceparent = span.traceparent if span is not None else ""
+            head, content_length, chunked = build_request_head(
+                scope, match, instance, identity, request_id, traceparent
+            )
             has_body = chunked or bool(content_length)
             try:
                 await self._exchange(conn, head, scope, receive, has_body, chunked, timeout_s)

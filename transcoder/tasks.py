@@ -45,7 +45,7 @@ import structlog
 from arq import Retry
 from arq.constants import in_progress_key_prefix
 
-from common import media
+from common import media, tracing
 from common.storage import LocalStorage, Storage, StorageError, StorageUnavailable
 from transcoder import metrics
 from transcoder.catalog import CatalogClient
@@ -110,10 +110,25 @@ def thumbnail_key(video_id: uuid.UUID) -> str:
 # --- the job -----------------------------------------------------------------------------------
 
 
-async def transcode_video(ctx: dict[str, Any], video_id: str) -> dict[str, Any]:
-    """Transcode one uploaded video into the HLS ladder and tell the catalog the outcome."""
+async def transcode_video(
+    ctx: dict[str, Any], video_id: str, traceparent: str | None = None
+) -> dict[str, Any]:
+    """Transcode one uploaded video into the HLS ladder and tell the catalog the outcome.
+
+    ``traceparent`` is the enqueuing request's span (common.tracing): the job is a child span of
+    it, so its log lines and its calls back to the catalog carry the upload's trace id."""
     settings: TranscoderSettings = ctx["settings"]
     job_try = int(ctx.get("job_try") or 1)
+    span = tracing.enter(tracing.continue_trace(traceparent))
+    try:
+        return await _traced_job(ctx, video_id, settings, job_try)
+    finally:
+        tracing.leave(span)
+
+
+async def _traced_job(
+    ctx: dict[str, Any], video_id: str, settings: TranscoderSettings, job_try: int
+) -> dict[str, Any]:
     with structlog.contextvars.bound_contextvars(
         job_id=ctx.get("job_id", video_id), video_id=video_id, job_try=job_try
     ):

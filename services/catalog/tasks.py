@@ -1,6 +1,6 @@
 """Jobs the catalog hands to the transcoder pool (arq on Redis).
 
-The catalog only enqueues; the job itself (``transcode_video(ctx, video_id)``) lives in
+The catalog only enqueues; the job itself (``transcode_video(ctx, video_id, traceparent)``) lives in
 ``transcoder/``. Enqueue after the commit that moved the video to ``processing``: register
 ``partial(enqueue_transcode, pool)`` through ``service.mark_uploaded(..., on_committed=...)``.
 """
@@ -8,11 +8,14 @@ The catalog only enqueues; the job itself (``transcode_video(ctx, video_id)``) l
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import structlog
 from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.asyncio import Redis
+
+from common import tracing
 
 # The transcoder registers its job function under this name, on the queue TRANSCODER_QUEUE_NAME
 # (CatalogSettings.transcode_queue must name the same queue).
@@ -34,6 +37,11 @@ async def enqueue_transcode(
     result is still kept: arq refuses a second job with the same id, so a retried hand-off never
     transcodes twice at once.
     """
-    job = await pool.enqueue_job(TRANSCODE_JOB, str(video_id), _job_id=str(video_id), _queue_name=queue_name)
+    # The job continues the uploading request's trace (common.tracing).
+    traceparent = tracing.outgoing_headers().get(tracing.TRACEPARENT)
+    trace: dict[str, Any] = {"traceparent": traceparent} if traceparent else {}
+    job = await pool.enqueue_job(
+        TRANSCODE_JOB, str(video_id), _job_id=str(video_id), _queue_name=queue_name, **trace
+    )
     log.info("transcode_enqueued" if job is not None else "transcode_already_queued", video_id=str(video_id))
     return job

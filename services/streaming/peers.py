@@ -24,6 +24,7 @@ import stamina
 import structlog
 from pydantic import ValidationError
 
+from common import tracing
 from common.internal import (
     RETRY_STATUSES,
     SERVICE_TOKEN_HEADER,
@@ -183,7 +184,11 @@ class AiohttpPoster:
 
     async def _attempt(self, path: str, body: dict[str, Any], key: str) -> tuple[int, bytes]:
         session = self._session or self._open()
-        headers = {SERVICE_TOKEN_HEADER: self._credential(), "Idempotency-Key": key}
+        headers = {
+            **tracing.outgoing_headers(),
+            SERVICE_TOKEN_HEADER: self._credential(),
+            "Idempotency-Key": key,
+        }
         try:
             async with session.post(self.base_url + path, json=body, headers=headers) as response:
                 content = await response.read()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from common import tracing
 from gateway.settings import GatewaySettings
 from tests.gateway.conftest import ServerProcess, Signer, open_gateway
 
@@ -123,6 +124,50 @@ class TestRequestId:
         assert lines[0]["event"] == "proxied"
         assert lines[0]["upstream"] == "billing" and lines[0]["status"] == 200
         assert any(line.get("request_id") == "gw-log-78" for line in echoes["billing"].log_lines())
+
+
+class TestTraceContext:
+    TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async def test_the_upstream_continues_the_clients_trace_below_the_gateways_span(
+        self, gateway: httpx.AsyncClient, echoes: dict[str, ServerProcess]
+    ) -> None:
+        response = await gateway.get(
+            "/api/v1/analytics/me", headers={"traceparent": self.TRACEPARENT, "X-Request-ID": "traced-1"}
+        )
+        forwarded = received(response)["traceparent"]
+        assert len(forwarded) == 1
+        trace_id, parent, flags = tracing.parse_traceparent(forwarded[0]) or ("", "", "")
+        assert trace_id == "0af7651916cd43dd8448eb211c80319c" and flags == "01"
+        assert parent != "b7ad6b7169203331"  # the gateway's own span, not the client's
+        # The service's log line of that request carries the trace and the request id.
+        lines = [line for line in echoes["analytics"].log_lines() if line.get("request_id") == "traced-1"]
+        assert lines and lines[-1]["trace_id"] == trace_id and lines[-1]["span_id"] != parent
+
+    async def test_without_a_valid_traceparent_the_gateway_starts_a_trace(
+        self, gateway: httpx.AsyncClient
+    ) -> None:
+        for sent in ({}, {"traceparent": "00-zz-not-a-trace"}):
+            forwarded = received(await gateway.get("/api/v1/videos", headers=sent))["traceparent"]
+            assert len(forwarded) == 1 and tracing.parse_traceparent(forwarded[0]) is not None
+            assert "zz" not in forwarded[0]
+
+    def test_the_gateways_access_lines_carry_the_trace_id(self, gateway_process: ServerProcess) -> None:
+        import time
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{gateway_process.url}/api/v1/wallet",
+            headers={"X-Request-ID": "gw-trace-1", "traceparent": self.TRACEPARENT},
+        )
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+        deadline = time.monotonic() + 3
+        lines: list[dict[str, object]] = []
+        while not lines and time.monotonic() < deadline:  # access lines are written in batches
+            lines = [line for line in gateway_process.log_lines() if line.get("request_id") == "gw-trace-1"]
+            time.sleep(0.1)
+        assert lines and lines[0]["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
 
 
 class TestSecurityHeaders:

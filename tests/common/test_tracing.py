@@ -3,7 +3,9 @@ and into the jobs it enqueued, on every log line of the way."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -76,8 +78,17 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+@pytest.fixture
+def all_levels() -> Iterator[None]:
+    """Info lines too (other tests configure logging at WARNING, which filters before capture)."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield
+    structlog.configure(**saved)
+
+
 class TestServiceCalls:
-    async def test_a_request_span_is_on_its_log_lines_and_the_parent_of_its_service_calls(self):
+    async def test_a_request_span_is_on_its_log_lines_and_the_parent_of_its_service_calls(self, all_levels):
         seen: dict[str, str] = {}
 
         async def service(scope: Scope, receive: Receive, send: Send) -> None:

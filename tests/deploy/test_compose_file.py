@@ -1,0 +1,151 @@
+"""compose.yaml is a valid Compose file once .env is filled in, refuses to start without its
+secrets, and keeps what the platform needs: healthchecks and start order, one database and role
+per service, a scalable transcoder, Prometheus and Grafana provisioned; the Dockerfile builds
+non-root images with ffmpeg only where it is used."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from compose_spec import PyCompose
+
+from tests.deploy.test_k8s import known_env_names
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("auth", "catalog", "streaming", "billing", "analytics")
+_VARIABLE = re.compile(r"\$\$|\$\{([A-Z_][A-Z0-9_]*)(?:(:\?|:-)([^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(node: Any, env: dict[str, str]) -> Any:
+    """Compose's variable substitution, applied (as Compose does) to the parsed file's strings."""
+    if isinstance(node, dict):
+        return {key: interpolate(value, env) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolate(value, env) for value in node]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name, operator, argument = match.groups()
+        if env.get(name):
+            return env[name]
+        if operator == ":?":
+            raise MissingVariable(name)
+        return argument or ""
+
+    return _VARIABLE.sub(substitute, node)
+
+
+def example_env() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    keys = [line.split("=", 1)[0] for line in lines if line and not line.startswith("#")]
+    return {key: f"test-{key.lower()}-value" for key in keys}
+
+
+def resolved(env: dict[str, str]) -> dict[str, Any]:
+    data = interpolate(yaml.safe_load((ROOT / "compose.yaml").read_text()), env)
+    return {key: value for key, value in data.items() if not key.startswith("x-")}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return resolved(example_env())
+
+
+class TestValidity:
+    def test_the_filled_in_file_is_a_valid_compose_file(self, compose):
+        parsed = PyCompose.from_yaml(yaml.safe_dump(compose))
+        assert set(parsed.service_names()) >= {*SERVICES, "gateway", "transcoder", "prometheus", "grafana"}
+
+    def test_the_validator_refuses_what_compose_would_refuse(self, compose):
+        broken = {
+            **compose,
+            "services": {**compose["services"], "gateway": {**compose["services"]["gateway"]}},
+        }
+        broken["services"]["gateway"]["depends_on"] = {"auth": {"condition": "when_ready"}}
+        with pytest.raises(ValueError, match="condition"):
+            PyCompose.from_yaml(yaml.safe_dump(broken))
+
+    @pytest.mark.parametrize("secret", sorted(example_env()))
+    def test_no_secret_has_a_default(self, secret):
+        env = example_env()
+        del env[secret]
+        with pytest.raises(MissingVariable):
+            resolved(env)
+
+
+class TestEssentials:
+    def test_every_long_running_service_has_a_healthcheck_and_waits_for_what_it_needs(self, compose):
+        services = compose["services"]
+        one_shot = {"migrate", "minio-init"}
+        for name, service in services.items():
+            if name not in one_shot:
+                assert "healthcheck" in service, name
+        for name in (*SERVICES, "transcoder"):
+            needs = services[name]["depends_on"]
+            assert needs["migrate"]["condition"] == "service_completed_successfully"
+            assert needs["redis"]["condition"] == "service_healthy"
+        gateway_needs = {n: c["condition"] for n, c in services["gateway"]["depends_on"].items()}
+        assert gateway_needs == dict.fromkeys(SERVICES, "service_healthy")
+        assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+    def test_the_transcoder_scales(self, compose):
+        transcoder = compose["services"]["transcoder"]
+        assert "container_name" not in transcoder and "ports" not in transcoder
+        assert "ffmpeg" in (ROOT / "Dockerfile").read_text()
+        assert transcoder["build"]["target"] == "transcoder"
+
+    def test_each_service_uses_its_own_role_on_its_own_database(self, compose):
+        services = compose["services"]
+        for service in SERVICES:
+            url = services[service]["environment"][f"{service.upper()}_DATABASE_URL"]
+            assert re.match(
+                rf"postgresql\+asyncpg://streamify_{service}:[^@]+@postgres:5432/streamify_{service}$", url
+            )
+        init = (ROOT / "deploy" / "compose" / "postgres-init.sh").read_text()
+        assert "REVOKE CONNECT" in init and "FROM PUBLIC" in init
+        assert all(service in init for service in SERVICES)
+
+    def test_configuration_names_are_ones_the_code_reads(self, compose):
+        known = known_env_names()
+        for name in (*SERVICES, "gateway", "transcoder"):
+            assert set(compose["services"][name]["environment"]) - known == set(), name
+
+    def test_prometheus_and_grafana_are_provisioned_from_the_repository(self, compose):
+        mounts = " ".join(
+            compose["services"]["prometheus"]["volumes"] + compose["services"]["grafana"]["volumes"]
+        )
+        for path in (
+            "deploy/prometheus/alerts.yml",
+            "deploy/grafana/provisioning",
+            "deploy/grafana/dashboards",
+        ):
+            assert path in mounts and (ROOT / path).exists()
+        scrape = yaml.safe_load((ROOT / "deploy" / "compose" / "prometheus.yml").read_text())
+        jobs = {job["job_name"] for job in scrape["scrape_configs"]}
+        assert jobs == {*SERVICES, "gateway", "transcoder"}
+
+
+class TestDockerfile:
+    def test_images_are_multi_stage_non_root_with_ffmpeg_only_for_media(self):
+        text = (ROOT / "Dockerfile").read_text()
+        stages = re.findall(r"^FROM \S+ AS (\S+)", text, re.MULTILINE)
+        assert stages == ["build", "runtime", "transcoder", "service"]
+        users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+        assert users and users[-1] != "root" and all(u.split(":")[0] == "10001" for u in users if u != "root")
+        before, transcoder = text.split(" AS transcoder", 1)
+        transcoder = transcoder.split("\nFROM", 1)[0]
+        assert "apt-get install --yes --no-install-recommends ffmpeg" in transcoder
+        assert "apt-get" not in before  # the service image carries no ffmpeg
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        assert {".git", ".venv", ".env", "tests"} <= set(ignored)

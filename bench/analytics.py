@@ -65,7 +65,7 @@ def _envelope(type_: str, source: str, at: datetime, payload: dict[str, Any]) ->
             "type": type_,
             "version": 1,
             "occurred_at": at.isoformat(),
-            "source": source,
+            "producer": source,
             "payload": payload,
         }
     )

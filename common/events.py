@@ -12,7 +12,7 @@ same id. docs/events.md lists every type and its payload.
 Each stream entry holds one field, ``event``, with the envelope as JSON::
 
     {"id": "...", "type": "playback.session_started", "version": 1,
-     "occurred_at": "2026-11-22T10:00:00Z", "source": "streaming", "payload": {...}}
+     "occurred_at": "2026-11-22T10:00:00Z", "producer": "streaming", "payload": {...}}
 
 ``type`` is ``<service area>.<past-tense fact>``; ``version`` changes only when the payload's
 meaning changes incompatibly, so a consumer can handle old and new shapes side by side.
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from redis.asyncio import Redis
 
 EVENT_STREAM = "streamify:events"
@@ -44,7 +44,8 @@ class Event(BaseModel):
     type: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$", max_length=100)
     version: int = Field(default=1, ge=1)
     occurred_at: datetime
-    source: str = Field(min_length=1, max_length=50)
+    # The service that published it (read as "source" too, the name before issue 5's contract).
+    producer: str = Field(min_length=1, max_length=50, validation_alias=AliasChoices("producer", "source"))
     payload: dict[str, Any]
 
 
@@ -57,7 +58,7 @@ def new_event(
     type_: str,
     payload: Mapping[str, Any],
     *,
-    source: str,
+    producer: str,
     key: str | None = None,
     version: int = 1,
     occurred_at: datetime | None = None,
@@ -68,7 +69,7 @@ def new_event(
         type=type_,
         version=version,
         occurred_at=occurred_at or datetime.now(UTC),
-        source=source,
+        producer=producer,
         payload=dict(payload),
     )
 

@@ -119,7 +119,7 @@ async def register_user(
         new_event(
             "auth.user_registered",
             {"user_id": str(user.id), "role": user.role},
-            source=SOURCE,
+            producer=SOURCE,
             key=str(user.id),
             occurred_at=user.created_at,
         ),
@@ -354,7 +354,7 @@ class AuthService:
             new_event(
                 "auth.became_creator",
                 {"user_id": str(user.id), "channel_handle": channel.channel_name},
-                source=SOURCE,
+                producer=SOURCE,
                 key=str(user.id),
                 occurred_at=channel.created_at,
             ),
@@ -418,7 +418,7 @@ def _subscription_event(
     return new_event(
         type_,
         {"subscriber_id": str(subscriber_id), "creator_id": str(channel_id)},
-        source=SOURCE,
+        producer=SOURCE,
         key=f"{subscriber_id}:{channel_id}:{subscribed_at.isoformat()}",
         occurred_at=subscribed_at if type_ == "auth.subscribed" else None,
     )

@@ -744,7 +744,7 @@ async def _event(
     event = new_event(
         type_,
         {"video_id": str(video.id), "creator_id": str(video.creator_id), **payload},
-        source=SOURCE,
+        producer=SOURCE,
         key=key,
         occurred_at=occurred_at,
     )

@@ -178,7 +178,7 @@ redis.call('ZADD', KEYS[4], int(expires_at), sid)
 local duration = cjson.null
 if h[13] and h[13] ~= '' then duration = tonumber(h[13]) / 1000 end
 redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[11], '*', 'event', cjson.encode({
-  id = ARGV[9], type = 'playback.heartbeat', version = 1, occurred_at = ARGV[10], source = 'streaming',
+  id = ARGV[9], type = 'playback.heartbeat', version = 1, occurred_at = ARGV[10], producer = 'streaming',
   payload = {session_id = sid, viewer_id = h[1], video_id = h[11], creator_id = h[12],
     position_s = position / 1000, watched_s = watched / 1000, duration_s = duration,
     playing = ARGV[4] == '1', billed_units = billed, status = h[2]}}))

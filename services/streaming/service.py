@@ -248,7 +248,7 @@ class Playback:
                         "billing_unit_s": self.unit_ms / 1000,
                         "duration_s": duration_ms / 1000 if duration_ms is not None else None,
                     },
-                    source=SOURCE,
+                    producer=SOURCE,
                     key=str(session_id),
                     occurred_at=started_at,
                 ),
@@ -524,7 +524,7 @@ class Playback:
                 "started_at": row.started_at.isoformat(),
                 "ended_at": row.ended_at.isoformat(),
             },
-            source=SOURCE,
+            producer=SOURCE,
             key=str(row.id),
             occurred_at=row.ended_at,
         )

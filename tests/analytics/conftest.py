@@ -51,7 +51,7 @@ class History:
             "currency": "USD",
         }
         return new_event(
-            "catalog.video_created", payload, source="catalog", key=str(video), occurred_at=self.at(t)
+            "catalog.video_created", payload, producer="catalog", key=str(video), occurred_at=self.at(t)
         )
 
     def video_ready(self, video: uuid.UUID, creator: uuid.UUID, *, duration_s: float, t: float = 0) -> Event:
@@ -62,13 +62,13 @@ class History:
             "renditions": ["360p"],
         }
         return new_event(
-            "catalog.video_ready", payload, source="catalog", key=str(video), occurred_at=self.at(t)
+            "catalog.video_ready", payload, producer="catalog", key=str(video), occurred_at=self.at(t)
         )
 
     def video_failed(self, video: uuid.UUID, creator: uuid.UUID, *, t: float = 0) -> Event:
         payload = {"video_id": str(video), "creator_id": str(creator), "reason": "not a video"}
         return new_event(
-            "catalog.video_failed", payload, source="catalog", key=str(video), occurred_at=self.at(t)
+            "catalog.video_failed", payload, producer="catalog", key=str(video), occurred_at=self.at(t)
         )
 
     @staticmethod
@@ -99,7 +99,11 @@ class History:
             "duration_s": duration_s,
         }
         return new_event(
-            "playback.session_started", payload, source="streaming", key=str(session), occurred_at=self.at(t)
+            "playback.session_started",
+            payload,
+            producer="streaming",
+            key=str(session),
+            occurred_at=self.at(t),
         )
 
     def heartbeat(
@@ -123,7 +127,7 @@ class History:
             "billed_units": 1,
             "status": "active",
         }
-        return new_event("playback.heartbeat", payload, source="streaming", occurred_at=self.at(t))
+        return new_event("playback.heartbeat", payload, producer="streaming", occurred_at=self.at(t))
 
     def ended(
         self,
@@ -153,7 +157,7 @@ class History:
             "ended_at": self.at(t).isoformat(),
         }
         return new_event(
-            "playback.session_ended", payload, source="streaming", key=str(session), occurred_at=self.at(t)
+            "playback.session_ended", payload, producer="streaming", key=str(session), occurred_at=self.at(t)
         )
 
     def charged(
@@ -182,7 +186,7 @@ class History:
             "platform_fee": fee,
             "currency": "USD",
         }
-        return new_event("billing.unit_charged", payload, source="billing", key=key, occurred_at=self.at(t))
+        return new_event("billing.unit_charged", payload, producer="billing", key=key, occurred_at=self.at(t))
 
     def refunded(self, charge: Event, *, amount: int, fee: int, t: float) -> Event:
         p = charge.payload
@@ -199,7 +203,7 @@ class History:
             "currency": "USD",
             "actor_id": str(uuid.uuid4()),
         }
-        return new_event("billing.refund_issued", payload, source="billing", occurred_at=self.at(t))
+        return new_event("billing.refund_issued", payload, producer="billing", occurred_at=self.at(t))
 
 
 class Analytics:

@@ -39,7 +39,7 @@ class TestAccounts:
 
         [event] = await watch.events("auth.user_registered", user_id=user_id)
         assert event.payload == {"user_id": user_id, "role": "viewer"}
-        assert (event.source, event.id) == ("auth", event_id("auth.user_registered", user_id))
+        assert (event.producer, event.id) == ("auth", event_id("auth.user_registered", user_id))
 
     async def test_the_event_arrives_promptly_without_anyone_draining_the_outbox(
         self, auth_app: FastAPI, auth_client: httpx.AsyncClient, redis: Redis

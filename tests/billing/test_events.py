@@ -59,7 +59,7 @@ class TestACrashCannotLoseACharge:
         created_at = await billing.pool.fetchval(
             "SELECT created_at FROM transactions WHERE id = $1", uuid.UUID(charge["transaction_id"])
         )
-        assert (event.id, event.type, event.version, event.source) == (
+        assert (event.id, event.type, event.version, event.producer) == (
             expected_id,
             "billing.unit_charged",
             1,

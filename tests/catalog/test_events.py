@@ -43,7 +43,7 @@ class TestVideoLife:
             "price_per_minute": 12,
             "currency": "USD",
         }
-        assert (event.source, event.id) == ("catalog", event_id("catalog.video_created", video["id"]))
+        assert (event.producer, event.id) == ("catalog", event_id("catalog.video_created", video["id"]))
 
     async def test_a_viewer_cannot_create_a_video_and_nothing_is_published(
         self, catalog: CatalogDriver, redis: Redis

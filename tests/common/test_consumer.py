@@ -50,7 +50,7 @@ class Recorder:
 
 
 def numbered(count: int, start: int = 0, type_: str = "test.happened") -> list[Event]:
-    return [new_event(type_, {"n": n}, source="test") for n in range(start, start + count)]
+    return [new_event(type_, {"n": n}, producer="test") for n in range(start, start + count)]
 
 
 def consumer_for(
@@ -396,7 +396,7 @@ class TestThroughput:
                     "billed_units": 2,
                     "status": "active",
                 },
-                source="streaming",
+                producer="streaming",
             )
             for _ in range(total)
         ]

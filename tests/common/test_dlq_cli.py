@@ -43,7 +43,8 @@ class TestDeadLetterCommands:
         handler is fixed afterwards. Returns the events and the ids of the events handled since."""
         stream, dlq, group = names
         sent = [
-            new_event("billing.unit_charged", {"amount": n}, source="billing", key=f"k:{n}") for n in range(3)
+            new_event("billing.unit_charged", {"amount": n}, producer="billing", key=f"k:{n}")
+            for n in range(3)
         ]
         await EventBus(redis, stream=stream).publish(*sent)
         await redis.xadd(stream, {"event": "{broken"})

@@ -23,7 +23,7 @@ async def read_all(redis: Redis, stream: str) -> list:
 
 class TestTheEnvelope:
     async def test_a_published_event_reads_back_with_every_field(self, redis: Redis, stream: str) -> None:
-        event = new_event("billing.unit_charged", {"amount": 25, "key": "s:1"}, source="billing", key="s:1")
+        event = new_event("billing.unit_charged", {"amount": 25, "key": "s:1"}, producer="billing", key="s:1")
         await EventBus(redis, stream=stream).publish(event)
 
         [read] = await read_all(redis, stream)
@@ -32,15 +32,15 @@ class TestTheEnvelope:
         assert read.occurred_at.tzinfo is not None
 
     async def test_the_same_fact_gets_the_same_id_so_consumers_can_drop_repeats(self) -> None:
-        first = new_event("billing.unit_charged", {}, source="billing", key="abc:3")
-        again = new_event("billing.unit_charged", {}, source="billing", key="abc:3")
-        other = new_event("billing.unit_charged", {}, source="billing", key="abc:4")
+        first = new_event("billing.unit_charged", {}, producer="billing", key="abc:3")
+        again = new_event("billing.unit_charged", {}, producer="billing", key="abc:3")
+        other = new_event("billing.unit_charged", {}, producer="billing", key="abc:4")
         assert first.id == again.id != other.id
-        assert new_event("playback.session_started", {}, source="streaming").id != first.id
+        assert new_event("playback.session_started", {}, producer="streaming").id != first.id
 
     def test_a_malformed_type_is_refused(self) -> None:
         with pytest.raises(ValidationError):
-            new_event("Unit Charged!", {}, source="billing")
+            new_event("Unit Charged!", {}, producer="billing")
 
     def test_an_entry_without_an_event_field_is_refused(self) -> None:
         with pytest.raises(ValueError, match="no 'event' field"):
@@ -50,7 +50,7 @@ class TestTheEnvelope:
         bus = EventBus(redis, stream=stream, max_len=10)
         for batch in range(30):
             await bus.publish(
-                *(new_event("test.happened", {"n": batch * 10 + i}, source="t") for i in range(10))
+                *(new_event("test.happened", {"n": batch * 10 + i}, producer="t") for i in range(10))
             )
         # Approximate trimming keeps about max_len (whole radix-tree nodes of ~100 entries).
         assert await redis.xlen(stream) < 300
@@ -58,7 +58,7 @@ class TestTheEnvelope:
 
 class TestPublishingSerialisedEnvelopes:
     async def test_envelopes_go_to_the_stream_byte_for_byte_in_order(self, redis: Redis, stream: str) -> None:
-        events = [new_event("test.happened", {"n": n}, source="t") for n in range(3)]
+        events = [new_event("test.happened", {"n": n}, producer="t") for n in range(3)]
         envelopes = [event.model_dump_json() for event in events]
         await EventBus(redis, stream=stream).publish_raw(envelopes)
         assert [fields[b"event"].decode() for _, fields in await redis.xrange(stream)] == envelopes

@@ -71,7 +71,7 @@ def source() -> str:
 
 
 def some_events(count: int, source: str = "t") -> list[Event]:
-    return [new_event("test.happened", {"n": n, "text": "é ✓"}, source=source) for n in range(count)]
+    return [new_event("test.happened", {"n": n, "text": "é ✓"}, producer=source) for n in range(count)]
 
 
 async def commit(engine: AsyncEngine, *events: Event) -> None:

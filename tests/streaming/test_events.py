@@ -57,7 +57,7 @@ class TestSessionStarted:
             "billing_unit_s": UNIT_S,
             "duration_s": DURATION_S,
         }
-        assert (event.source, event.id) == ("streaming", event_id("playback.session_started", sid))
+        assert (event.producer, event.id) == ("streaming", event_id("playback.session_started", sid))
         assert event.occurred_at == at(player.clock())
 
     async def test_a_start_refused_for_lack_of_funds_publishes_nothing(self, player: Player):
@@ -129,7 +129,7 @@ class TestHeartbeatSummaries:
                 "status": "active",
             },
         ]
-        assert all((e.type, e.version, e.source) == ("playback.heartbeat", 1, "streaming") for e in events)
+        assert all((e.type, e.version, e.producer) == ("playback.heartbeat", 1, "streaming") for e in events)
         assert events[0].occurred_at == at(first_at)
         assert len({e.id for e in events}) == 3
         assert heartbeats_published() - counted == 3

@@ -63,7 +63,7 @@ class TestStartingAFreeVideo:
         assert video["counters"]["views"] == 1
         [event] = await _events_for(player, session["session_id"])
         assert event["type"] == "playback.session_started"
-        assert event["source"] == "streaming"
+        assert event["producer"] == "streaming"
         assert event["payload"]["viewer_id"] == str(viewer.id)
         assert event["payload"]["paid"] is False
 

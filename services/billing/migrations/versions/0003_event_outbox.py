@@ -43,7 +43,7 @@ FUNCTIONS = [
       VALUES (p_id, p_type, json_build_object(
         'id', p_id, 'type', p_type, 'version', 1,
         'occurred_at', to_char(p_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-        'source', 'billing', 'payload', p_payload)::text);
+        'producer', 'billing', 'payload', p_payload)::text);
     END $$
     """,
     """

@@ -6,6 +6,8 @@ non-root images with ffmpeg only where it is used."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +151,26 @@ class TestDockerfile:
         assert "apt-get" not in before  # the service image carries no ffmpeg
         ignored = (ROOT / ".dockerignore").read_text().split()
         assert {".git", ".venv", ".env", "tests"} <= set(ignored)
+
+    def test_the_image_installs_the_locked_runtime_dependencies_without_the_dev_tools(self, tmp_path):
+        # The Dockerfile's resolution step, run here: the image gets the lock's versions, minus the extras.
+        step = re.search(r"uv pip compile (.+?) -o runtime.txt", (ROOT / "Dockerfile").read_text())
+        assert step is not None
+        uv = Path(sys.executable).with_name("uv")
+        out = subprocess.run(
+            [str(uv), "pip", "compile", *step.group(1).split(), "-o", str(tmp_path / "runtime.txt")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert out.returncode == 0, out.stderr
+        pins = dict(
+            re.findall(r"^([a-z0-9._-]+)==(\S+)", (tmp_path / "runtime.txt").read_text(), re.MULTILINE)
+        )
+        locked = dict(
+            re.findall(r"^([a-z0-9._-]+)==(\S+)", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
+        )
+        assert {"fastapi", "uvicorn", "asyncpg", "redis", "arq", "prometheus-client"} <= set(pins)
+        assert all(locked.get(name) == version for name, version in pins.items())
+        assert not {"pytest", "hypothesis", "ruff", "mypy", "moto"} & set(pins)

@@ -144,8 +144,10 @@ class Storage(Protocol):
         """Uploads in progress under ``prefix``, to expire abandoned ones."""
         ...
 
-    async def presign_get(self, key: str, expires_s: int) -> str | None:
-        """A URL anyone can GET for ``expires_s`` seconds, or ``None`` when the backend has none."""
+    async def presign_get(self, key: str, expires_s: int, *, public: bool = False) -> str | None:
+        """A URL anyone can GET for ``expires_s`` seconds, or ``None`` when the backend has none.
+        ``public``: the URL goes to a browser or app, so it names the store's public address
+        (``S3_PUBLIC_ENDPOINT_URL``) rather than the one the services use inside the network."""
         ...
 
 

@@ -316,7 +316,7 @@ class LocalStorage:
         found.sort(key=lambda item: item[0])
         return found
 
-    async def presign_get(self, key: str, expires_s: int) -> str | None:
+    async def presign_get(self, key: str, expires_s: int, *, public: bool = False) -> str | None:
         """No URLs here: the caller serves ``local_path(key)`` itself."""
         validate_key(key)
         validate_expiry(expires_s)

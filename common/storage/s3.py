@@ -67,6 +67,8 @@ class S3Storage:
     """A :class:`~common.storage.base.Storage` in one S3 bucket.
 
     ``endpoint_url`` is ``None`` for AWS itself, or a MinIO/compatible server's URL;
+    ``public_endpoint_url`` is the address clients outside the services' network reach the same
+    store at (``presign_get(..., public=True)`` signs for it; None: the same as ``endpoint_url``);
     ``path_style`` addresses ``endpoint/bucket/key`` instead of ``bucket.endpoint/key`` (MinIO and
     most self-hosted servers want it). Without keys, botocore's usual credential chain applies
     (environment, profile, instance role).
@@ -82,6 +84,7 @@ class S3Storage:
         *,
         bucket: str,
         endpoint_url: str | None = None,
+        public_endpoint_url: str | None = None,
         region: str = "us-east-1",
         access_key_id: str | None = None,
         secret_access_key: str | None = None,
@@ -96,6 +99,7 @@ class S3Storage:
             raise ValueError(f"part_size must be at least {self.MIN_PART_SIZE} bytes")
         self.bucket = bucket
         self.endpoint_url = endpoint_url
+        self.public_endpoint_url = public_endpoint_url
         self.region = region
         self.part_size = part_size
         self._credentials = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key}
@@ -113,6 +117,7 @@ class S3Storage:
         )
         self._stack: AsyncExitStack | None = None
         self._s3: Any = None
+        self._public_signer: Any = None
 
     def __repr__(self) -> str:
         return f"S3Storage(bucket={self.bucket!r}, endpoint_url={self.endpoint_url!r})"
@@ -139,10 +144,21 @@ class S3Storage:
             **self._credentials,
         )
         self._s3 = await stack.enter_async_context(client)
+        if self.public_endpoint_url and self.public_endpoint_url != self.endpoint_url:
+            # Signing is local computation, but SigV4 covers the host: URLs for clients must be
+            # signed for the address they will use. This client only ever signs.
+            signer = get_session().create_client(
+                "s3",
+                endpoint_url=self.public_endpoint_url,
+                region_name=self.region,
+                config=self._config,
+                **self._credentials,
+            )
+            self._public_signer = await stack.enter_async_context(signer)
         self._stack = stack
 
     async def aclose(self) -> None:
-        stack, self._stack, self._s3 = self._stack, None, None
+        stack, self._stack, self._s3, self._public_signer = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -298,11 +314,13 @@ class S3Storage:
                         last_modified=item.get("LastModified"),
                     )
 
-    async def presign_get(self, key: str, expires_s: int) -> str | None:
-        """A SigV4 presigned GET URL, valid for ``expires_s`` seconds (at most 7 days)."""
+    async def presign_get(self, key: str, expires_s: int, *, public: bool = False) -> str | None:
+        """A SigV4 presigned GET URL, valid for ``expires_s`` seconds (at most 7 days); ``public``
+        signs it for ``public_endpoint_url``."""
         validate_key(key)
         validate_expiry(expires_s)
-        url: str = await self.client.generate_presigned_url(
+        signer = self._public_signer if public and self._public_signer is not None else self.client
+        url: str = await signer.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
         )
         return url

@@ -31,6 +31,10 @@ class StorageSettings(BaseSettings):
     # Relative to the working directory: `make run` starts in the repository root.
     storage_local_dir: Path = Path(".data/storage")
     s3_endpoint_url: str | None = None
+    # Where browsers and apps reach the same store, when not at S3_ENDPOINT_URL (compose's
+    # http://minio:9000 is an address only the services can resolve): segment redirects and
+    # thumbnails are signed for it.
+    s3_public_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     s3_bucket: str = "streamify"
     # Unset keys fall back to botocore's credential chain (environment, profile, instance role).
@@ -48,6 +52,8 @@ class HasStorageSettings(Protocol):
     def storage_local_dir(self) -> Path: ...
     @property
     def s3_endpoint_url(self) -> str | None: ...
+    @property
+    def s3_public_endpoint_url(self) -> str | None: ...
     @property
     def s3_region(self) -> str: ...
     @property
@@ -69,6 +75,7 @@ def build_storage(settings: HasStorageSettings) -> LocalStorage | S3Storage:
         return S3Storage(
             bucket=settings.s3_bucket,
             endpoint_url=settings.s3_endpoint_url or None,
+            public_endpoint_url=settings.s3_public_endpoint_url or None,
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id or None,
             secret_access_key=secret.get_secret_value() if secret is not None else None,

@@ -178,7 +178,7 @@ async def get_thumbnail(
 ) -> Response:
     """The video's thumbnail JPEG (a redirect to a short-lived URL when storage is S3)."""
     key = await service.thumbnail_of(session, video_id, actor=actor)
-    url = await storage.presign_get(key, settings.thumbnail_url_ttl_s)
+    url = await storage.presign_get(key, settings.thumbnail_url_ttl_s, public=True)
     if url is not None:
         # Bytes never flow through Python on S3; the redirect itself may be cached only briefly.
         headers = {"Cache-Control": f"private, max-age={max(settings.thumbnail_url_ttl_s // 2, 1)}"}

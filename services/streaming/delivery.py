@@ -344,7 +344,7 @@ class PlaybackDelivery:
             url = self._urls.get(key)
             if url is None:
                 await self._check_named(video_id, rendition, name)
-                presigned = await self.storage.presign_get(key, self.segment_url_ttl_s)
+                presigned = await self.storage.presign_get(key, self.segment_url_ttl_s, public=True)
                 if presigned is None:
                     raise RuntimeError(f"{self.storage!r} neither presigns URLs nor is a local directory")
                 url = self._urls[key] = presigned

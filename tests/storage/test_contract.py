@@ -22,6 +22,7 @@ from common.storage import (
     Storage,
     UploadNotFound,
 )
+from tests.fixtures_s3 import S3Server, unique_bucket
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -487,6 +488,35 @@ class TestMultipartPartOrder:
         assert await storage.list_parts(self.KEY, upload_id) == parts
         await storage.complete_multipart(self.KEY, upload_id, parts[:2])
         assert await storage.get(self.KEY) == data[0] + data[1]
+
+
+class TestPublicEndpoint:
+    async def test_urls_for_clients_are_signed_for_the_public_address_and_work_there(
+        self, s3_server: S3Server
+    ) -> None:
+        # The services reach the store at 127.0.0.1; clients know it as localhost (compose's
+        # minio:9000 versus the address a browser uses). Same server, two names.
+        public = s3_server.endpoint_url.replace("127.0.0.1", "localhost")
+        assert public != s3_server.endpoint_url
+        store = S3Storage(
+            bucket=unique_bucket(),
+            endpoint_url=s3_server.endpoint_url,
+            public_endpoint_url=public,
+            region=s3_server.region,
+            access_key_id=s3_server.access_key_id,
+            secret_access_key=s3_server.secret_access_key,
+            path_style=True,
+        )
+        async with store:
+            await store.ensure_bucket()
+            await store.put("thumbnails/1.jpg", PATTERN, content_type="image/jpeg")
+            for_client = await store.presign_get("thumbnails/1.jpg", 60, public=True)
+            internal = await store.presign_get("thumbnails/1.jpg", 60)
+        assert for_client is not None and for_client.startswith(public + "/")
+        assert internal is not None and internal.startswith(s3_server.endpoint_url + "/")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(for_client)
+        assert (response.status_code, response.content) == (200, PATTERN)
 
 
 class TestPresignedGet:

@@ -4,6 +4,14 @@
 #   docker build -t streamify-transcoder --target transcoder .   # + ffmpeg: transcoder and catalog
 # The catalog sniffs uploads with ffprobe, so it runs from the transcoder image too.
 
+# The SPA: built from the lockfile (npm ci), only its static files reach the image.
+FROM node:22-bookworm-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
@@ -20,13 +28,14 @@ COPY transcoder ./transcoder
 COPY streamify ./streamify
 RUN uv pip install --python /opt/venv/bin/python --no-deps . \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3.11/site-packages
-# The SPA (web/, its own issue) will be built in a node stage and copied to gateway/static here.
 
 FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --gid 10001 streamify \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin streamify
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ENVIRONMENT=production
+COPY --from=web /web/dist /opt/streamify/web
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ENVIRONMENT=production \
+    GATEWAY_STATIC_DIR=/opt/streamify/web
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080

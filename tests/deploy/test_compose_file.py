@@ -142,7 +142,7 @@ class TestDockerfile:
     def test_images_are_multi_stage_non_root_with_ffmpeg_only_for_media(self):
         text = (ROOT / "Dockerfile").read_text()
         stages = re.findall(r"^FROM \S+ AS (\S+)", text, re.MULTILINE)
-        assert stages == ["build", "runtime", "transcoder", "service"]
+        assert stages == ["web", "build", "runtime", "transcoder", "service"]
         users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
         assert users and users[-1] != "root" and all(u.split(":")[0] == "10001" for u in users if u != "root")
         before, transcoder = text.split(" AS transcoder", 1)
@@ -151,6 +151,17 @@ class TestDockerfile:
         assert "apt-get" not in before  # the service image carries no ffmpeg
         ignored = (ROOT / ".dockerignore").read_text().split()
         assert {".git", ".venv", ".env", "tests"} <= set(ignored)
+
+    def test_the_gateway_image_serves_the_spa_built_from_the_lockfile(self):
+        text = (ROOT / "Dockerfile").read_text()
+        web = text.split(" AS web", 1)[1].split("\nFROM", 1)[0]
+        assert "COPY web/package.json web/package-lock.json ./" in web and "npm ci" in web
+        assert "npm run build" in web
+        runtime = text.split(" AS runtime", 1)[1].split("\nFROM", 1)[0]
+        copied = re.search(r"^COPY --from=web /web/dist (\S+)$", runtime, re.MULTILINE)
+        assert copied is not None and f"GATEWAY_STATIC_DIR={copied.group(1)}" in runtime
+        ignored = (ROOT / ".dockerignore").read_text().split()
+        assert {"web/node_modules", "web/dist"} <= set(ignored)
 
     def test_the_image_installs_the_locked_runtime_dependencies_without_the_dev_tools(self, tmp_path):
         # The Dockerfile's resolution step, run here: the image gets the lock's versions, minus the extras.

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps run test lint fmt bench clean lock
+.PHONY: install system-deps run test lint fmt bench clean lock screenshots
 
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/package.json \
 	web/package-lock.json web/vite.config.ts web/tsconfig.json web/build.sh
@@ -49,6 +49,11 @@ run: install system-deps
 test: install system-deps
 	$(BIN)/python -m streamify.testenv
 	$(BIN)/python -m pytest
+
+# Refresh docs/screenshots from the browser tests (real Chromium against `streamify up`).
+screenshots: install system-deps
+	$(BIN)/python -m streamify.testenv
+	STREAMIFY_SCREENSHOTS=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/web -q
 
 lint: install
 	$(BIN)/ruff check .

@@ -194,16 +194,25 @@ class Dispatch:
 
 
 class SPAStaticFiles(StaticFiles):
-    """Static files; unknown non-API paths fall back to index.html (client-side routing)."""
+    """Static files; unknown non-API paths fall back to index.html (client-side routing).
+
+    The build's assets carry a content hash in their names, so they are cached for good; the
+    page that names them is revalidated on every load, so a release reaches browsers at once.
+    """
 
     async def get_response(self, path: str, scope: Scope) -> Response:
         try:
-            return await super().get_response(path, scope)
+            response = await super().get_response(path, scope)
         except StarletteHTTPException as exc:
             spa_route = not scope["path"].startswith("/api/") and "." not in scope["path"].rsplit("/", 1)[-1]
             if exc.status_code == 404 and spa_route and scope["method"] in ("GET", "HEAD"):
                 return FileResponse(f"{self.directory}/index.html", headers={"Cache-Control": "no-cache"})
             raise
+        if path.startswith("assets/"):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        elif path in ("", ".", "index.html") or path.endswith(".html"):
+            response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def build_local_app(resources: GatewayResources) -> FastAPI:

@@ -146,3 +146,15 @@ class TestStaticFiles:
             assert "Built SPA" in (await client.get("/")).text
             assert (await client.get("/app.js")).text == "console.log(1)"
             assert "Built SPA" in (await client.get("/library")).text
+
+    async def test_hashed_assets_are_cached_for_good_and_the_page_never_stale(
+        self, settings_for: Callable[..., GatewaySettings], tmp_path: Path
+    ) -> None:
+        (tmp_path / "index.html").write_text("<!doctype html><title>Built SPA</title>")
+        (tmp_path / "assets").mkdir()
+        (tmp_path / "assets" / "index-3f2a1b.js").write_text("console.log(1)")
+        async with open_gateway(settings_for(static_dir=str(tmp_path))) as client:
+            for path in ("/", "/index.html", "/studio/videos/1"):
+                assert (await client.get(path)).headers["cache-control"] == "no-cache", path
+            asset = await client.get("/assets/index-3f2a1b.js")
+            assert asset.headers["cache-control"] == "public, max-age=31536000, immutable"

@@ -24,6 +24,7 @@ from tests.conftest import ROOT
 from tests.e2e.test_stack import Stack
 from tests.media import make_video
 from tests.web.browser import (
+    PASSWORD,
     become_creator,
     new_page,
     sign_up,
@@ -83,16 +84,17 @@ def test_sign_up_log_out_log_in_and_stay_signed_in(web_stack: Stack, browser: Br
     page.goto("/wallet")
     page.wait_for_url(re.compile(r"/login\?next=%2Fwallet$"))
     page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill("plum-orbit-canyon-47")
+    page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/wallet$"))
     expect(page.get_by_test_id("wallet-balance")).to_have_text("$0.00")
     context.close()
 
 
-def _verify_ledger(stack: Stack) -> subprocess.CompletedProcess[str]:
+def _cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    """A `streamify` command addressed at the stack (same data directory and environment)."""
     return subprocess.run(
-        [sys.executable, "-m", "streamify.cli", "billing", "verify", "--data-dir", str(stack.data_dir)],
+        [sys.executable, "-m", "streamify.cli", *args, "--data-dir", str(stack.data_dir)],
         cwd=ROOT,
         env=stack.env,
         capture_output=True,
@@ -156,6 +158,20 @@ def test_upload_watch_pay_and_see_analytics(
     expect(viewer.get_by_test_id("meter-charged")).not_to_have_text("$1.00")
     _shoot(viewer, screenshots, "watch", full_page=False)
 
+    # Likes, comments and the channel's subscribe button.
+    viewer.get_by_role("button", name=re.compile("^Like")).click()
+    expect(viewer.get_by_role("button", name=re.compile("^Like"))).to_have_attribute("aria-pressed", "true")
+    expect(viewer.get_by_role("button", name=re.compile("^Like"))).to_contain_text("1")
+    viewer.get_by_label("Add a comment").fill(f"Lovely lights {tag}")
+    viewer.get_by_role("button", name="Post comment").click()
+    expect(viewer.get_by_text(f"Lovely lights {tag}")).to_be_visible()
+    viewer.get_by_role("link", name=f"Cora's films {tag}").click()
+    viewer.get_by_role("button", name="Subscribe").click()
+    expect(viewer.get_by_role("button", name="Unsubscribe")).to_be_visible()
+    expect(viewer.get_by_text("1 subscriber", exact=False)).to_be_visible()
+    viewer.reload()
+    expect(viewer.get_by_role("button", name="Unsubscribe")).to_be_visible()
+
     # History and wallet tell the viewer what happened.
     viewer.get_by_role("link", name="Wallet").click()
     expect(viewer.get_by_role("cell", name=re.compile("Watching")).first).to_be_visible()
@@ -183,9 +199,23 @@ def test_upload_watch_pay_and_see_analytics(
     expect(anonymous.get_by_role("link", name=title).first).to_be_visible()
     _shoot(anonymous, screenshots, "home")
 
-    for context in (creator_context, viewer_context, anonymous_context):
+    # An administrator sees the platform's figures, this session among them.
+    admin_email = f"ada-{tag}@example.com"
+    made = _cli(web_stack, "create-admin", "--email", admin_email, "--password", PASSWORD)
+    assert made.returncode == 0, made.stdout + made.stderr
+    admin_context, admin = new_page(browser, web_stack.url)
+    admin.goto("/login")
+    admin.get_by_label("Email").fill(admin_email)
+    admin.get_by_label("Password").fill(PASSWORD)
+    admin.get_by_role("button", name="Log in").click()
+    admin.get_by_role("link", name="Admin").click()
+    expect(admin.get_by_role("heading", name="Platform, last 30 days")).to_be_visible()
+    expect(admin.get_by_test_id("platform-sessions")).not_to_have_text("0")
+    _shoot(admin, screenshots, "admin")
+
+    for context in (creator_context, viewer_context, anonymous_context, admin_context):
         context.close()
-    verify = _verify_ledger(web_stack)
+    verify = _cli(web_stack, "billing", "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
@@ -243,7 +273,7 @@ def test_pages_work_on_a_phone_with_labels_and_a_keyboard(
     page.goto("/signup")
     page.get_by_label("Display name").fill("Pia")
     page.get_by_label("Email").fill(f"pia-{tag}@example.com")
-    page.get_by_label("Password").fill("plum-orbit-canyon-47")
+    page.get_by_label("Password").fill(PASSWORD)
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"/$"))
     # On a phone the navigation folds into a menu button, which the keyboard opens.

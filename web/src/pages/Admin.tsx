@@ -17,7 +17,7 @@ export function AdminPage() {
       <h1>Platform, last 30 days</h1>
       <div className="stats">
         <Stat label="Active viewers" value={totals.active_viewers} />
-        <Stat label="Sessions" value={totals.sessions} />
+        <Stat label="Sessions" value={<span data-testid="platform-sessions">{totals.sessions}</span>} />
         <Stat label="Minutes streamed" value={minutes(totals.watch_minutes)} />
         <Stat label="Gross revenue" value={money(totals.revenue_gross, currency)} />
         <Stat label="Platform fees" value={money(totals.platform_fee, currency)} />

@@ -33,9 +33,7 @@ FROM python:3.11-slim-bookworm AS runtime
 RUN groupadd --gid 10001 streamify \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin streamify
 COPY --from=build /opt/venv /opt/venv
-COPY --from=web /web/dist /opt/streamify/web
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ENVIRONMENT=production \
-    GATEWAY_STATIC_DIR=/opt/streamify/web
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 ENVIRONMENT=production
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080
@@ -51,5 +49,9 @@ RUN apt-get update \
 USER 10001:10001
 CMD ["python", "-m", "transcoder.worker"]
 
-# The default target (a plain `docker build`): the image without ffmpeg.
+# The default target (a plain `docker build`): the image without ffmpeg, and the one that runs the
+# gateway, so it alone carries the SPA. The code lives in the venv's site-packages, not in a checkout,
+# so the gateway is told where the build is; the files stay root-owned, read-only to the service user.
 FROM runtime AS service
+COPY --from=web /web/dist /opt/streamify/web
+ENV GATEWAY_STATIC_DIR=/opt/streamify/web

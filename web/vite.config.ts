@@ -6,7 +6,7 @@ const gateway = process.env.STREAMIFY_URL ?? "http://127.0.0.1:8080";
 
 export default defineConfig({
   plugins: [react()],
-  build: { outDir: "dist", sourcemap: true, chunkSizeWarningLimit: 1024 },
+  build: { outDir: "dist", chunkSizeWarningLimit: 1024 },
   server: {
     proxy: {
       "/api": gateway,

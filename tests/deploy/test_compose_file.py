@@ -5,6 +5,7 @@ non-root images with ffmpeg only where it is used."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -152,16 +153,41 @@ class TestDockerfile:
         ignored = (ROOT / ".dockerignore").read_text().split()
         assert {".git", ".venv", ".env", "tests"} <= set(ignored)
 
-    def test_the_gateway_image_serves_the_spa_built_from_the_lockfile(self):
+    def test_the_gateway_image_serves_the_spa_built_from_the_lockfile(self, compose):
         text = (ROOT / "Dockerfile").read_text()
-        web = text.split(" AS web", 1)[1].split("\nFROM", 1)[0]
-        assert "COPY web/package.json web/package-lock.json ./" in web and "npm ci" in web
-        assert "npm run build" in web
-        runtime = text.split(" AS runtime", 1)[1].split("\nFROM", 1)[0]
-        copied = re.search(r"^COPY --from=web /web/dist (\S+)$", runtime, re.MULTILINE)
-        assert copied is not None and f"GATEWAY_STATIC_DIR={copied.group(1)}" in runtime
+        stages = {
+            name: (base, body)
+            for base, name, body in re.findall(
+                r"^FROM (\S+) AS (\S+)\n(.*?)(?=^FROM |\Z)", text, re.MULTILINE | re.DOTALL
+            )
+        }
+        base, web = stages["web"]
+        assert base.startswith("node:") and base.endswith("-slim")
+        steps = [line for line in web.splitlines() if line and not line.startswith("#")]
+        order = [
+            "COPY web/package.json web/package-lock.json ./",  # the lockfile alone: a layer source edits keep
+            "RUN npm ci --no-audit --no-fund",
+            "COPY web/ ./",
+            "RUN npm run build",
+        ]
+        assert [step for step in steps if step in order] == order
+        # npm ci refuses a lockfile that disagrees with package.json.
+        package = json.loads((ROOT / "web" / "package.json").read_text())
+        locked = json.loads((ROOT / "web" / "package-lock.json").read_text())["packages"][""]
+        for kind in ("dependencies", "devDependencies"):
+            assert locked.get(kind) == package.get(kind), kind
+        # Only the image that runs the gateway carries the build, and points the gateway at it.
+        assert compose["services"]["gateway"]["build"]["target"] == "service"
+        _, service = stages["service"]
+        copied = re.search(r"^COPY --from=web /web/dist (\S+)$", service, re.MULTILINE)
+        assert copied is not None and re.search(
+            rf"^ENV .*GATEWAY_STATIC_DIR={copied.group(1)}\b", service, re.M
+        )
+        for name, (_, body) in stages.items():
+            if name != "service":
+                assert "--from=web" not in body and "GATEWAY_STATIC_DIR" not in body, name
         ignored = (ROOT / ".dockerignore").read_text().split()
-        assert {"web/node_modules", "web/dist"} <= set(ignored)
+        assert {"web/node_modules", "web/dist"} <= set(ignored) and "web" not in ignored
 
     def test_the_image_installs_the_locked_runtime_dependencies_without_the_dev_tools(self, tmp_path):
         # The Dockerfile's resolution step, run here: the image gets the lock's versions, minus the extras.

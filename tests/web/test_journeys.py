@@ -108,7 +108,8 @@ def test_upload_watch_pay_and_see_analytics(
 ) -> None:
     tag = _tag()
     title = f"Harbour lights {tag}"
-    clip = make_video(tmp_path / "harbour.mp4", seconds=24)
+    # 480p: two renditions (360p and 480p; the ladder never upscales), for the quality selector.
+    clip = make_video(tmp_path / "harbour.mp4", size="854x480", seconds=24)
 
     # The creator: sign up, start a channel, upload through the page, watch it become ready.
     creator_context, creator = new_page(browser, web_stack.url)
@@ -178,6 +179,19 @@ def test_upload_watch_pay_and_see_analytics(
     _shoot(viewer, screenshots, "wallet")
     viewer.get_by_role("link", name="History").click()
     expect(viewer.get_by_role("link", name=title)).to_be_visible()
+
+    # Coming back offers to resume where the last session stopped, in the quality you pick.
+    viewer.get_by_role("link", name=title).click()
+    viewer.get_by_role("button", name=re.compile(r"^Resume from \d+:\d\d$")).click()
+    viewer.wait_for_function("() => document.querySelector('video').currentTime > 8", timeout=30_000)
+    quality = viewer.get_by_label("Quality")
+    expect(quality.locator("option")).to_have_text(["Auto", "480p", "360p"])
+    quality.select_option("360p")
+    resumed_at = video_time(viewer)
+    viewer.wait_for_function(
+        f"() => document.querySelector('video').currentTime > {resumed_at + 1}", timeout=30_000
+    )
+    viewer.get_by_role("link", name="Wallet").click()
 
     # The creator's analytics show the view and the revenue (from the event bus, within seconds).
     creator.goto("/studio/analytics")
@@ -252,7 +266,7 @@ def test_upload_resumes_after_a_page_reload(web_stack: Stack, browser: Browser, 
     resumed: list[int] = []
 
     def record_offset(request: Request) -> None:
-        if request.method == "PATCH":
+        if request.method == "PATCH" and "/api/v1/uploads/" in request.url:
             resumed.append(int(request.headers["upload-offset"]))
 
     page.on("request", record_offset)
@@ -262,6 +276,19 @@ def test_upload_resumes_after_a_page_reload(web_stack: Stack, browser: Browser, 
     page.wait_for_url(re.compile(r"/studio/videos/[0-9a-f-]+$"), timeout=60_000)
     assert resumed and resumed[0] >= 8 * 1024 * 1024, resumed
     expect(page.get_by_test_id("video-status")).not_to_have_text(re.compile("Waiting|Uploading"))
+
+    # The studio edits and deletes it.
+    page.get_by_label("Title").fill(f"Renamed {tag}")
+    page.get_by_label("Visibility").select_option("unlisted")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+    expect(page.get_by_role("heading", name=f"Renamed {tag}")).to_be_visible()
+    page.get_by_role("link", name="← Studio").click()
+    row = page.get_by_role("row").filter(has_text=f"Renamed {tag}")
+    expect(row).to_contain_text("unlisted")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name=f"Delete Renamed {tag}").click()
+    expect(page.get_by_text("No videos yet.")).to_be_visible()
     context.close()
 
 

@@ -269,7 +269,14 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
                   >
                     Resume from {clock(resumeAt)}
                   </button>
-                  <button type="button" disabled={phase === "starting"} onClick={() => void start(0)}>
+                  <button
+                    type="button"
+                    disabled={phase === "starting"}
+                    onClick={() => {
+                      startFrom.current = 0;
+                      void start(0);
+                    }}
+                  >
                     Play from the start
                   </button>
                 </>

@@ -278,7 +278,7 @@ def create_app(settings: GatewaySettings | None = None, *, jwks_loader: JWKSLoad
     app: ASGIApp = Dispatch(proxied, build_local_app(resources))
     app = AllowListCORSMiddleware(app, origins=settings.cors_origins, max_age_s=settings.cors_max_age_s)
     app = SecurityHeadersMiddleware(
-        app, spa_csp=settings.content_security_policy, hsts_max_age_s=settings.hsts_max_age_s
+        app, spa_csp=settings.spa_content_security_policy(), hsts_max_age_s=settings.hsts_max_age_s
     )
     app = MetricsMiddleware(app)
     app = RequestIdMiddleware(app)

@@ -121,12 +121,18 @@ DEFAULT_CLASS_RULES: list[dict[str, Any]] = [
     {"pattern": "/api/v1/playback/sessions/*/*/*/*", "class": "playback_media", "methods": ["GET", "HEAD"]},
 ]
 
-# A CSP for the single-page app: same-origin scripts, media from blob: (MSE players) and self.
-DEFAULT_SPA_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob: https:; media-src 'self' blob: https:; connect-src 'self' https:; "
-    "font-src 'self' data:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
-)
+
+def spa_csp(media_origins: list[str] | tuple[str, ...] = ()) -> str:
+    """A CSP for the single-page app: same-origin scripts, media from blob: (MSE players) and self,
+    plus the origins the player fetches segments and thumbnails from (a plain-http object store,
+    say; any https: origin is allowed already)."""
+    extra = "".join(f" {origin}" for origin in media_origins)
+    return (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data: blob: https:{extra}; media-src 'self' blob: https:{extra}; "
+        f"connect-src 'self' https:{extra}; font-src 'self' data:; "
+        "object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
 
 
 def _merge(defaults: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -166,7 +172,9 @@ class GatewaySettings(CommonSettings):
     cors_origins: list[str] = Field(default_factory=list)
     cors_max_age_s: int = 600
     hsts_max_age_s: int = 31_536_000
-    content_security_policy: str = DEFAULT_SPA_CSP
+    # The whole SPA policy, when given; otherwise the default with ``media_origins`` added.
+    content_security_policy: str | None = None
+    media_origins: list[str] = Field(default_factory=list)
 
     static_dir: str | None = None
     openapi_cache_s: float = 60.0
@@ -234,6 +242,9 @@ class GatewaySettings(CommonSettings):
         if "jwks_url" in self.model_fields_set:
             return [self.jwks_url]
         return [f"{url}/.well-known/jwks.json" for url in self.upstream_table().get("auth", [])]
+
+    def spa_content_security_policy(self) -> str:
+        return self.content_security_policy or spa_csp(self.media_origins)
 
     def static_root(self) -> Path:
         """The SPA build (web/dist) when present, else the placeholder page shipped with the gateway."""

@@ -190,6 +190,18 @@ class TestSecurityHeaders:
         assert api.headers["content-security-policy"].startswith("default-src 'none'")
         assert "script-src 'self'" in page.headers["content-security-policy"]
 
+    async def test_media_origins_extend_the_spa_policy_for_segments_and_thumbnails(
+        self, settings_for: Callable[..., GatewaySettings]
+    ) -> None:
+        store = "http://localhost:9000"
+        async with open_gateway(settings_for(media_origins=[store])) as client:
+            policy = (await client.get("/")).headers["content-security-policy"]
+            api = (await client.get("/api/v1/videos")).headers["content-security-policy"]
+        directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
+        for directive in ("connect-src", "img-src", "media-src"):
+            assert store in directives[directive], directive
+        assert store not in directives["script-src"] and store not in api
+
     async def test_hsts_is_sent_over_https(self, settings_for: Callable[..., GatewaySettings]) -> None:
         async with open_gateway(settings_for(), base_url="https://gateway.test") as client:
             response = await client.get("/api/v1/videos")

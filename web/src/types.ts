@@ -142,27 +142,20 @@ export interface VideoAnalytics {
   retention: { percent: number; share: number }[];
 }
 
+export interface PlatformTotals {
+  active_viewers: number;
+  sessions: number;
+  watch_minutes: number;
+  revenue_gross: number;
+  platform_fee: number;
+  uploads: number;
+  transcode_failures: number;
+}
+
 export interface PlatformStats {
   currency: string;
-  totals: {
-    active_viewers: number;
-    sessions: number;
-    watch_minutes: number;
-    revenue_gross: number;
-    platform_fee: number;
-    uploads: number;
-    transcode_failures: number;
-  };
-  daily: {
-    day: string;
-    active_viewers: number;
-    sessions: number;
-    watch_minutes: number;
-    revenue_gross: number;
-    platform_fee: number;
-    uploads: number;
-    transcode_failures: number;
-  }[];
+  totals: PlatformTotals;
+  daily: (PlatformTotals & { day: string })[];
 }
 
 export interface ViewerStats {

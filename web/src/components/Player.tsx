@@ -50,6 +50,7 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
   const bufferingRef = useRef(false);
   const fatalRef = useRef(false);
   const phaseRef = useRef<Phase>("idle");
+  const startFrom = useRef(0);
 
   const [phase, setPhaseState] = useState<Phase>("idle");
   const [meter, setMeter] = useState<Meter | null>(null);
@@ -197,6 +198,8 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
 
   const start = useCallback(
     async (from: number) => {
+      // Kept for a retry after a top-up made the first minute payable.
+      startFrom.current = from;
       setError(null);
       setPhase("starting");
       try {
@@ -217,8 +220,6 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
     },
     [attach, setPhase, video.id],
   );
-  const startFrom = useRef(0);
-
   const currency = meter?.currency ?? video.currency;
   const free = video.price_per_minute === 0 || ownVideo;
 
@@ -262,20 +263,14 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
                     type="button"
                     className="primary big"
                     disabled={phase === "starting"}
-                    onClick={() => {
-                      startFrom.current = resumeAt;
-                      void start(resumeAt);
-                    }}
+                    onClick={() => void start(resumeAt)}
                   >
                     Resume from {clock(resumeAt)}
                   </button>
                   <button
                     type="button"
                     disabled={phase === "starting"}
-                    onClick={() => {
-                      startFrom.current = 0;
-                      void start(0);
-                    }}
+                    onClick={() => void start(0)}
                   >
                     Play from the start
                   </button>
@@ -285,10 +280,7 @@ export function Player({ video, ownVideo }: { video: Video; ownVideo: boolean })
                   type="button"
                   className="primary big"
                   disabled={phase === "starting"}
-                  onClick={() => {
-                    startFrom.current = 0;
-                    void start(0);
-                  }}
+                  onClick={() => void start(0)}
                 >
                   {phase === "starting" ? "Starting…" : "Play"}
                 </button>

@@ -25,13 +25,13 @@ interface FieldProps {
   hint?: ReactNode;
 }
 
-/** A labelled input: the label is always visible, the hint is tied to the control. */
-export function Field({ label, hint, ...input }: FieldProps & InputHTMLAttributes<HTMLInputElement>) {
+/** A visible label and an optional hint, both tied to the control that ``children`` renders. */
+function Labelled({ label, hint, children }: FieldProps & { children: (id: string, describedBy?: string) => ReactNode }) {
   const id = useId();
   return (
     <div className="field">
       <label htmlFor={id}>{label}</label>
-      <input id={id} aria-describedby={hint ? `${id}-hint` : undefined} {...input} />
+      {children(id, hint ? `${id}-hint` : undefined)}
       {hint && (
         <small id={`${id}-hint`} className="muted">
           {hint}
@@ -41,18 +41,19 @@ export function Field({ label, hint, ...input }: FieldProps & InputHTMLAttribute
   );
 }
 
-export function TextArea({ label, hint, ...input }: FieldProps & TextareaHTMLAttributes<HTMLTextAreaElement>) {
-  const id = useId();
+export function Field({ label, hint, ...input }: FieldProps & InputHTMLAttributes<HTMLInputElement>) {
   return (
-    <div className="field">
-      <label htmlFor={id}>{label}</label>
-      <textarea id={id} aria-describedby={hint ? `${id}-hint` : undefined} {...input} />
-      {hint && (
-        <small id={`${id}-hint`} className="muted">
-          {hint}
-        </small>
-      )}
-    </div>
+    <Labelled label={label} hint={hint}>
+      {(id, describedBy) => <input id={id} aria-describedby={describedBy} {...input} />}
+    </Labelled>
+  );
+}
+
+export function TextArea({ label, hint, ...input }: FieldProps & TextareaHTMLAttributes<HTMLTextAreaElement>) {
+  return (
+    <Labelled label={label} hint={hint}>
+      {(id, describedBy) => <textarea id={id} aria-describedby={describedBy} {...input} />}
+    </Labelled>
   );
 }
 
@@ -62,19 +63,14 @@ export function Select({
   children,
   ...input
 }: FieldProps & SelectHTMLAttributes<HTMLSelectElement> & { children: ReactNode }) {
-  const id = useId();
   return (
-    <div className="field">
-      <label htmlFor={id}>{label}</label>
-      <select id={id} aria-describedby={hint ? `${id}-hint` : undefined} {...input}>
-        {children}
-      </select>
-      {hint && (
-        <small id={`${id}-hint`} className="muted">
-          {hint}
-        </small>
+    <Labelled label={label} hint={hint}>
+      {(id, describedBy) => (
+        <select id={id} aria-describedby={describedBy} {...input}>
+          {children}
+        </select>
       )}
-    </div>
+    </Labelled>
   );
 }
 

@@ -189,13 +189,18 @@ def _stack_env(
     return env
 
 
+async def drop_stack_databases(prefix: str) -> None:
+    """Drop every service database a stack made under ``prefix``."""
+    for service in SERVICES:
+        await drop_database(database_url(PG_BASE, f"{prefix}_{service}"))
+
+
 @pytest.fixture
 async def db_prefix() -> AsyncIterator[str]:
     """Databases of this test's stack, dropped afterwards."""
     prefix = f"streamify_e2e_{RUN}_{uuid.uuid4().hex[:6]}"
     yield prefix
-    for service in SERVICES:
-        await drop_database(database_url(PG_BASE, f"{prefix}_{service}"))
+    await drop_stack_databases(prefix)
 
 
 @pytest.fixture

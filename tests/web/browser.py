@@ -57,6 +57,13 @@ def sign_up(page: Page, *, name: str, email: str, password: str = PASSWORD) -> N
     expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
+def submit_log_in(page: Page, *, email: str, password: str = PASSWORD) -> None:
+    """Fill the log-in form already on the page and send it (the outcome is the caller's to check)."""
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
 def become_creator(page: Page, channel: str) -> None:
     page.get_by_role("link", name="Become a creator").click()
     page.get_by_label("Channel name").fill(channel)

@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from common.db import drop_database
-from streamify.stack import SERVICES, database_url
-from tests.conftest import PG_BASE, ROOT
-from tests.e2e.test_stack import RUN, Stack, _port_range, _stack_env
+from tests.conftest import ROOT
+from tests.e2e.test_stack import RUN, Stack, _port_range, _stack_env, drop_stack_databases
 from tests.web.browser import CHROMIUM, chromium
 
 UNIT_S = 2
@@ -55,12 +53,7 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield stack
     finally:
         stack.kill()
-
-        async def drop() -> None:
-            for service in SERVICES:
-                await drop_database(database_url(PG_BASE, f"{prefix}_{service}"))
-
-        asyncio.run(drop())
+        asyncio.run(drop_stack_databases(prefix))
 
 
 @pytest.fixture(scope="package")

@@ -28,6 +28,7 @@ from tests.web.browser import (
     become_creator,
     new_page,
     sign_up,
+    submit_log_in,
     top_up,
     upload,
     video_time,
@@ -75,17 +76,13 @@ def test_sign_up_log_out_log_in_and_stay_signed_in(web_stack: Stack, browser: Br
     expect(page.get_by_role("link", name="Log in")).to_be_visible()
 
     page.goto("/login")
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill("not-the-password-at-all")
-    page.get_by_role("button", name="Log in").click()
+    submit_log_in(page, email=email, password="not-the-password-at-all")
     expect(page.get_by_role("alert")).to_have_text("That email and password don't match an account.")
 
     # A page that needs an account sends you to log in and back.
     page.goto("/wallet")
     page.wait_for_url(re.compile(r"/login\?next=%2Fwallet$"))
-    page.get_by_label("Email").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
+    submit_log_in(page, email=email)
     page.wait_for_url(re.compile(r"/wallet$"))
     expect(page.get_by_test_id("wallet-balance")).to_have_text("$0.00")
     context.close()
@@ -219,9 +216,7 @@ def test_upload_watch_pay_and_see_analytics(
     assert made.returncode == 0, made.stdout + made.stderr
     admin_context, admin = new_page(browser, web_stack.url)
     admin.goto("/login")
-    admin.get_by_label("Email").fill(admin_email)
-    admin.get_by_label("Password").fill(PASSWORD)
-    admin.get_by_role("button", name="Log in").click()
+    submit_log_in(admin, email=admin_email)
     admin.get_by_role("link", name="Admin").click()
     expect(admin.get_by_role("heading", name="Platform, last 30 days")).to_be_visible()
     expect(admin.get_by_test_id("platform-sessions")).not_to_have_text("0")

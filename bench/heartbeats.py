@@ -29,7 +29,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.stack import RESULTS, Up, port_range  # noqa: E402
+from bench.wrk import WRK_DONE, run_wrk  # noqa: E402
 from tests.media import make_video  # noqa: E402
 
 PASSWORD = "bench-heartbeat-canyon-47"
@@ -143,8 +143,49 @@ async def _closed_loop(
     return len(latencies), latencies, failures
 
 
-async def _baseline(url: str, concurrency: int) -> dict[str, Any]:
+# Lua for wrk: every request is the next session's heartbeat (round robin), with the position an
+# honest player reports, wall-clock time since the session started (CLOCK_MONOTONIC, the clock of
+# Python's time.monotonic, read through LuaJIT's FFI). With ``rate``, delay() spaces the sends on
+# one schedule of ``rate`` a second for the whole client (an open loop: a slow answer does not
+# delay the next heartbeat while a connection is free), as independent players' timers would.
+_WRK_HEARTBEATS = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } timespec_t; int clock_gettime(int, timespec_t *); ]]
+local ts = ffi.new("timespec_t")
+local function now() ffi.C.clock_gettime(1, ts); return tonumber(ts.tv_sec) + tonumber(ts.tv_nsec) / 1e9 end
+local sessions = {%(sessions)s}
+local i = 0
+request = function()
+  i = i %% #sessions + 1
+  local s = sessions[i]
+  local body = string.format('{"position_s": %%.3f, "state": "playing"}', now() - s[3])
+  return wrk.format("POST", "/api/v1/playback/sessions/" .. s[1] .. "/heartbeat",
+    {["Authorization"] = "Bearer " .. s[2], ["Content-Type"] = "application/json"}, body)
+end
+local rate = %(rate)s
+local next_at = nil
+if rate > 0 then
+  delay = function()
+    local t = now()
+    next_at = (next_at or t) + 1 / rate
+    local wait = (next_at - t) * 1000
+    if wait < 0 then return 0 end
+    return wait
+  end
+end
+"""
+
+
+def _wrk_heartbeats(players: list[Player], rate: float = 0.0) -> str:
+    sessions = ",".join(f'{{"{p.session_id}","{p.token}",{p.started:.6f}}}' for p in players)
+    return _WRK_HEARTBEATS % {"sessions": sessions, "rate": f"{rate:.1f}"} + WRK_DONE
+
+
+async def _baseline(url: str, concurrency: int, use_wrk: bool) -> dict[str, Any]:
     """A trivial endpoint of the same service, straight from uvicorn, with the same client."""
+    if use_wrk:
+        figures = await asyncio.to_thread(run_wrk, url, WRK_DONE, seconds=5, connections=concurrency)
+        return {"requests_per_s": figures["req_s"], "p99_ms": figures["p99_ms"]}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         done, lat, _ = await _closed_loop(http, lambda i: url, lambda i: None, lambda i: {}, concurrency, 5)
     return {"requests_per_s": round(done / 5, 1), "p99_ms": round(_percentile(lat, 0.99), 2)}
@@ -182,7 +223,7 @@ async def _watch_lag(
     return samples
 
 
-async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any]:
+async def _drive(up: Up, players: list[Player], seconds: float, rate: float, use_wrk: bool) -> dict[str, Any]:
     def body(i: int) -> dict[str, Any]:
         player = players[i]
         return {"position_s": round(time.monotonic() - player.started, 3), "state": "playing"}
@@ -190,43 +231,83 @@ async def _drive(up: Up, players: list[Player], seconds: float) -> dict[str, Any
     def url(i: int) -> str:
         return f"{up.url}/api/v1/playback/sessions/{players[i].session_id}/heartbeat"
 
-    headers = [_auth(p.token) for p in players]
+    headers = [_auth(p) for p in (player.token for player in players)]
     process = psutil.Process()
+
+    async def load(http: aiohttp.ClientSession, duration: float, paced_at: float) -> dict[str, Any]:
+        if use_wrk:
+            figures = await asyncio.to_thread(
+                run_wrk,
+                f"{up.url}/",
+                _wrk_heartbeats(players, paced_at),
+                seconds=duration,
+                connections=len(players) if not paced_at else max(len(players), 256),
+            )
+            return {
+                "heartbeats": figures["requests"],
+                "failures": figures["errors"] + figures["non_2xx"],
+                "p50_ms": figures["p50_ms"],
+                "p99_ms": figures["p99_ms"],
+                "max_ms": figures["max_ms"],
+            }
+        done, lat, failures = await _closed_loop(
+            http, url, body, lambda i: headers[i], len(players), duration
+        )
+        return {
+            "heartbeats": done,
+            "failures": failures,
+            "p50_ms": round(_percentile(lat, 0.50), 2),
+            "p99_ms": round(_percentile(lat, 0.99), 2),
+            "max_ms": round(max(lat, default=0.0), 2),
+        }
+
+    async def measured(http: aiohttp.ClientSession, paced_at: float) -> dict[str, Any]:
+        cpu_before, stack_before = process.cpu_times(), up.cpu_seconds()
+        started = time.monotonic()
+        figures = await load(http, seconds, paced_at)
+        elapsed = time.monotonic() - started
+        cpu_after, stack_after = process.cpu_times(), up.cpu_seconds()
+        done = max(figures["heartbeats"], 1)
+        client = cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
+        figures["heartbeats_per_s"] = round(figures["heartbeats"] / elapsed, 1)
+        figures["load_client_cpu_cores"] = None if use_wrk else round(client / elapsed, 2)
+        # Where the CPU goes: microseconds of each part's CPU per heartbeat answered.
+        figures["cpu_us_per_heartbeat"] = {
+            name: round((stack_after[name] - stack_before.get(name, 0.0)) / done * 1e6)
+            for name in sorted(stack_after)
+        }
+        figures["stack_cpu_us_per_heartbeat"] = sum(figures["cpu_us_per_heartbeat"].values())
+        return figures
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         # Warm-up: sessions opened during set-up start with several units due; settle them first.
-        await _closed_loop(http, url, body, lambda i: headers[i], len(players), WARMUP_S)
+        await load(http, WARMUP_S, 0.0)
         metrics_url = f"{up.service_url('analytics')}/metrics"
         stop = asyncio.Event()
         watcher = asyncio.create_task(_watch_lag(http, metrics_url, stop))
         consumed_before = (await _bus_lag(http, metrics_url))[2]
-        cpu_before = process.cpu_times()
         started = time.monotonic()
-        done, lat, failures = await _closed_loop(http, url, body, lambda i: headers[i], len(players), seconds)
+        result = {"client": "wrk" if use_wrk else "aiohttp", "closed_loop": await measured(http, 0.0)}
+        if rate and use_wrk:
+            paced = await measured(http, rate)
+            paced["offered_per_s"] = rate
+            paced["target_met"] = paced["heartbeats_per_s"] >= 0.98 * rate and paced["p99_ms"] <= 100
+            result["paced"] = paced
         elapsed = time.monotonic() - started
-        cpu_after = process.cpu_times()
         stop.set()
         lag = await watcher
         consumed_after = (await _bus_lag(http, metrics_url))[2]
-    client_cpu = (cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system) / elapsed
-    return {
-        "heartbeats": done,
-        "heartbeats_per_s": round(done / elapsed, 1),
-        "failures": failures,
-        "p50_ms": round(_percentile(lat, 0.50), 2),
-        "p99_ms": round(_percentile(lat, 0.99), 2),
-        "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
-        "load_client_cpu_cores": round(client_cpu, 2),
-        # Issue 5: the analytics consumer keeps up with the bus while heartbeats and charges flow.
-        "event_bus": {
-            "max_lag_s": round(max((x[0] for x in lag), default=0.0), 2),
-            "max_lag_events": int(max((x[1] for x in lag), default=0.0)),
-            "analytics_events_per_s": round((consumed_after - consumed_before) / elapsed, 1),
-            "samples": len(lag),
-        },
+    # Issue 5: the analytics consumer keeps up with the bus while heartbeats and charges flow.
+    result["event_bus"] = {
+        "max_lag_s": round(max((x[0] for x in lag), default=0.0), 2),
+        "max_lag_events": int(max((x[1] for x in lag), default=0.0)),
+        "analytics_events_per_s": round((consumed_after - consumed_before) / elapsed, 1),
+        "samples": len(lag),
     }
+    return result
 
 
-def run(viewers: int, seconds: float, unit_s: float) -> dict[str, Any]:
+def run(viewers: int, seconds: float, unit_s: float, rate: float, use_wrk: bool) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-heartbeats-"))
     prefix = f"streamify_benchhb_{uuid.uuid4().hex[:6]}"
     up = Up(
@@ -259,7 +340,7 @@ def run(viewers: int, seconds: float, unit_s: float) -> dict[str, Any]:
             tokens = [_sign_up(http, f"viewer{i}") for i in range(viewers)]
             concurrency = viewers * SESSIONS_PER_VIEWER
             result["baseline_streaming_healthz"] = asyncio.run(
-                _baseline(f"{up.service_url('streaming')}/healthz", concurrency)
+                _baseline(f"{up.service_url('streaming')}/healthz", concurrency, use_wrk)
             )
             for token in tokens:
                 http.post(
@@ -274,10 +355,13 @@ def run(viewers: int, seconds: float, unit_s: float) -> dict[str, Any]:
                     started.raise_for_status()
                     players.append(Player(token, started.json()))
             result["sessions"] = len(players)
+            loaded_at = time.monotonic()
             result["load_1m_before"] = round(os.getloadavg()[0], 2)
-            result.update(asyncio.run(_drive(up, players, seconds)))
+            result.update(asyncio.run(_drive(up, players, seconds, rate, use_wrk)))
             result["ratio_to_baseline"] = round(
-                result["heartbeats_per_s"] / result["baseline_streaming_healthz"]["requests_per_s"], 2
+                result["closed_loop"]["heartbeats_per_s"]
+                / result["baseline_streaming_healthz"]["requests_per_s"],
+                2,
             )
             result["load_1m_after"] = round(os.getloadavg()[0], 2)
 
@@ -299,7 +383,7 @@ def run(viewers: int, seconds: float, unit_s: float) -> dict[str, Any]:
             share = PRICE - PRICE * FEE_BPS // 10_000
             earnings = http.get("/api/v1/creator/earnings", headers=_auth(creator_token)).json()["total"]
             result["units_charged"] = billed_units
-            result["charges_per_s"] = round(billed_units / seconds, 1)
+            result["charges_per_s_overall"] = round(billed_units / (time.monotonic() - loaded_at), 1)
             result["wallets_not_matching_sessions"] = wrong_wallets
             result["creator_earnings_exact"] = earnings == billed_units * share
         verify = up.cli("billing", "verify")
@@ -319,8 +403,13 @@ def main() -> None:
     parser.add_argument("--viewers", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--unit-s", type=float, default=1.0)
+    parser.add_argument(
+        "--rate", type=float, default=1500.0, help="heartbeats/s offered in the paced run (wrk only; 0: none)"
+    )
+    parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
     args = parser.parse_args()
-    result = run(args.viewers, args.seconds, args.unit_s)
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
+    result = run(args.viewers, args.seconds, args.unit_s, args.rate, use_wrk)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"heartbeats-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

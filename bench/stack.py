@@ -112,6 +112,36 @@ class Up:
                 continue
         raise RuntimeError(f"nothing of this stack listens on {port}")
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each part of the stack, and by the machine's PostgreSQL and Redis.
+
+        Parts are named by the port they listen on (gateway, auth, ... analytics); children that
+        listen on none (the transcoder, the supervisor) are "other". PostgreSQL and Redis are every
+        process of theirs on the machine, so take differences over a run with nothing else going on.
+        """
+        assert self.process is not None
+        names = {self.port: "gateway"} | {self.port + 1 + i: name for i, name in enumerate(SERVICES)}
+        totals: dict[str, float] = {}
+        supervisor = psutil.Process(self.process.pid)
+        for proc in [supervisor, *supervisor.children(recursive=True)]:
+            try:
+                ports = {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+                name = next((names[port] for port in ports if port in names), "other")
+                times = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            totals[name] = totals.get(name, 0.0) + times.user + times.system
+        for proc in psutil.process_iter(["name"]):
+            part = {"postgres": "postgresql", "redis-server": "redis"}.get(proc.info["name"] or "")
+            if part is None:
+                continue
+            try:
+                times = proc.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            totals[part] = totals.get(part, 0.0) + times.user + times.system
+        return totals
+
     def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
         """A `streamify` command against this stack's data directory and databases."""
         argv = [sys.executable, "-m", "streamify", *args, "--data-dir", str(self.data_dir)]

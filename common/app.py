@@ -14,7 +14,7 @@ from common.db import create_engine, session_factory
 from common.errors import install_error_handlers
 from common.health import check_database, check_redis, health_router
 from common.logging import RequestIdMiddleware, configure_logging
-from common.metrics import MetricsMiddleware, watch_service_resources
+from common.metrics import NO_NATIVE_TELEMETRY, MetricsMiddleware, watch_service_resources
 from common.settings import ServiceSettings
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader, redis_revocation_check
 
@@ -75,6 +75,7 @@ def build_service_app(
                     yield
 
     app = FastAPI(
+        telemetry=NO_NATIVE_TELEMETRY,
         title=f"Streamify {name}",
         description=description,
         version="1.0.0",

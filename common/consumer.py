@@ -123,6 +123,11 @@ class EventConsumer:
     ``retry_idle_ms`` is how long an unacknowledged entry waits before it is handled again; it must
     be longer than a healthy handler ever takes for one batch, or busy entries get handled twice.
     The Redis client's ``socket_timeout`` (if any) must exceed ``block_ms``.
+
+    ``linger_ms``: after a batch smaller than ``batch_size``, the background loop waits this long
+    before reading again, so a steady trickle of events arrives in fewer, larger batches (each batch
+    costs its handler a few database round trips whatever its size); events wait at most that much
+    longer. A full batch is followed by the next read at once.
     """
 
     def __init__(
@@ -139,9 +144,12 @@ class EventConsumer:
         retry_idle_ms: int = 10_000,
         dlq_stream: str = DLQ_STREAM,
         metrics_interval_s: float = 1.0,
+        linger_ms: int = 0,
     ) -> None:
         if min(max_attempts, batch_size, block_ms, retry_idle_ms) < 1:
             raise ValueError("max_attempts, batch_size, block_ms and retry_idle_ms must be positive")
+        if linger_ms < 0:
+            raise ValueError("linger_ms must not be negative")
         self.redis = redis
         self.group = group
         self.consumer = consumer
@@ -153,6 +161,7 @@ class EventConsumer:
         self.retry_idle_ms = retry_idle_ms
         self.dlq_stream = dlq_stream
         self.metrics_interval_s = metrics_interval_s
+        self.linger_ms = linger_ms
         self._group_ready = False
         self._next_claim = 0.0
         self._next_metrics = 0.0
@@ -200,8 +209,14 @@ class EventConsumer:
         backoff_s = 0.1
         while not self._closing:
             try:
-                await self.run_once()
+                delivered = await self.run_once()
                 backoff_s = 0.1
+                if 0 < delivered < self.batch_size and self.linger_ms and not self._closing:
+                    self._waiting = True
+                    try:
+                        await asyncio.sleep(self.linger_ms / 1000)
+                    finally:
+                        self._waiting = False
             except Exception:
                 log.exception("event_consumer_failed", group=self.group, consumer=self.consumer)
                 self._waiting = True

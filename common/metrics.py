@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -35,6 +36,12 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# FastAPI's built-in OpenTelemetry hooks stay off: they asked the global tracer provider (an
+# os.environ read) on every request, ~4 % of a heartbeat's CPU, to find it unconfigured. Traces are
+# ours (common.tracing, W3C traceparent); a deployment that exports spans adds instrumentation.
+NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 UNMATCHED_ROUTE = "<unmatched>"
 EXCLUDED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 

@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.errors import install_error_handlers
 from common.logging import RequestIdMiddleware, configure_logging
-from common.metrics import MetricsMiddleware, metrics_endpoint, watch_redis
+from common.metrics import NO_NATIVE_TELEMETRY, MetricsMiddleware, metrics_endpoint, watch_redis
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader
 from gateway.accesslog import AccessLog
 from gateway.auth import EdgeAuthMiddleware
@@ -217,6 +217,7 @@ class SPAStaticFiles(StaticFiles):
 
 def build_local_app(resources: GatewayResources) -> FastAPI:
     app = FastAPI(
+        telemetry=NO_NATIVE_TELEMETRY,
         title="Streamify gateway",
         lifespan=resources.lifespan,
         docs_url=None,

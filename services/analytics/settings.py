@@ -18,6 +18,10 @@ class AnalyticsSettings(ServiceSettings):
     event_stream: str = ""
     consumers: int = Field(default=2, ge=1, le=8)
     consumer_batch_size: int = Field(default=2000, ge=1, le=10_000)
+    # After a partial batch a consumer waits this long before reading again: a steady flow of
+    # heartbeat summaries is folded in batches of hundreds instead of a few (each batch costs a few
+    # round trips), for at most this much more lag.
+    consumer_linger_ms: int = Field(default=250, ge=0, le=5_000)
     pool_max: int = Field(default=5, ge=1)
     # A session counts as a view once it has been watched this long.
     view_threshold_seconds: float = Field(default=5.0, ge=0)

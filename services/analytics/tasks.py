@@ -89,4 +89,5 @@ def event_consumer(
         handler=ingest.handle,
         stream=settings.event_stream or EVENT_STREAM,
         batch_size=settings.consumer_batch_size,
+        linger_ms=settings.consumer_linger_ms,
     )

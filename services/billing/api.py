@@ -16,12 +16,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from common.errors import AppError
 from common.identity import AdminIdentity, CurrentIdentity
 from common.internal import require_service
 from services.billing import repository as repo
 from services.billing import service
 from services.billing.models import TransactionKind
+from services.billing.repository import ChargeResult
 from services.billing.schemas import (
+    ChargeBatchCreate,
+    ChargeBatchRead,
     ChargeCreate,
     ChargeRead,
     EarningsRead,
@@ -101,19 +105,58 @@ async def create_charge(request: Request) -> Response:
         ) from None
     billing: service.Billing = request.app.state.billing
     result = await service.charge_unit(billing, body)
-    return _json(
-        {
-            "transaction_id": str(result.transaction_id),
-            "key": body.key,
-            "amount": result.amount,
-            "creator_share": result.amount - result.platform_fee,
-            "platform_fee": result.platform_fee,
-            "balance": result.balance,
-            "currency": body.currency,
-            "replayed": result.replayed,
-        },
-        200 if result.replayed else 201,
-    )
+    return _json(_charge_read(body, result), 200 if result.replayed else 201)
+
+
+def _charge_read(data: ChargeCreate, result: ChargeResult) -> dict[str, object]:
+    return {
+        "transaction_id": str(result.transaction_id),
+        "key": data.key,
+        "amount": result.amount,
+        "creator_share": result.amount - result.platform_fee,
+        "platform_fee": result.platform_fee,
+        "balance": result.balance,
+        "currency": data.currency,
+        "replayed": result.replayed,
+    }
+
+
+@internal_router.post(
+    "/charges/batch",
+    response_model=ChargeBatchRead,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChargeBatchCreate.model_json_schema()}},
+        }
+    },
+)
+async def create_charges(request: Request) -> Response:
+    """Charge up to 50 units in one database transaction (group commit); each answer is what
+    ``POST /internal/charges`` would have answered for that charge alone, in the order sent.
+
+    Needs the streaming service's credential (X-Service-Token)."""
+    await STREAMING_CREDENTIALS(request)
+    try:
+        body = ChargeBatchCreate.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+    billing: service.Billing = request.app.state.billing
+    answers = await service.charge_units(billing, body.charges)
+    results: list[dict[str, object]] = []
+    for data, answer in zip(body.charges, answers, strict=True):
+        if isinstance(answer, AppError):
+            results.append(
+                {"key": data.key, "status": answer.status, "code": answer.code, "detail": answer.detail}
+                | answer.extra
+            )
+        else:
+            results.append(
+                {"key": data.key, "status": 200 if answer.replayed else 201} | _charge_read(data, answer)
+            )
+    return _json({"results": results}, 200)
 
 
 @internal_router.get("/wallets/{user_id}", response_model=InternalWalletRead)

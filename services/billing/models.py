@@ -83,6 +83,8 @@ REFERENCE_MAX = 200
 # One charge is one unit of one video: the catalog caps price_per_minute at 10,000 cents; this is a
 # generous ceiling that still stops a typo from moving absurd sums.
 CHARGE_MAX = 1_000_000
+# Charges per call of billing_charge_batch (migration 0004 explains the bound).
+CHARGE_BATCH_MAX = 50
 BPS_DENOMINATOR = 10_000
 
 

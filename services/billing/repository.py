@@ -107,6 +107,73 @@ async def charge(
     return ChargeResult(*row)
 
 
+CHARGE_BATCH_SQL = """
+    SELECT * FROM billing_charge_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ORDER BY item
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCharge:
+    key: str
+    request_hash: bytes
+    viewer_id: uuid.UUID
+    creator_id: uuid.UUID
+    video_id: uuid.UUID
+    session_id: uuid.UUID
+    unit: int
+    amount: int
+    event_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One charge of a batch: ``charged`` (``result`` set; a replay too), ``insufficient_funds``
+    (``balance`` is the wallet's) or ``idempotency_key_reused``; only ``charged`` wrote anything."""
+
+    outcome: str
+    result: ChargeResult | None
+    balance: int | None
+
+
+async def charge_batch(
+    pool: asyncpg.Pool, charges: list[BatchCharge], *, fee_bps: int, currency: str
+) -> list[BatchOutcome]:
+    """Each charge as ``charge`` would make it, all in one statement and one commit; in order."""
+    if not charges:
+        return []
+    rows = await pool.fetch(
+        CHARGE_BATCH_SQL,
+        [c.key for c in charges],
+        [c.request_hash for c in charges],
+        [c.viewer_id for c in charges],
+        [c.creator_id for c in charges],
+        [c.video_id for c in charges],
+        [c.session_id for c in charges],
+        [c.unit for c in charges],
+        [c.amount for c in charges],
+        fee_bps,
+        currency,
+        [c.event_id for c in charges],
+    )
+    outcomes = []
+    for row in rows:
+        charged = row["outcome"] == "charged"
+        result = (
+            ChargeResult(
+                row["transaction_id"],
+                row["amount"],
+                row["platform_fee"],
+                row["balance"],
+                row["created_at"],
+                row["replayed"],
+            )
+            if charged
+            else None
+        )
+        outcomes.append(BatchOutcome(row["outcome"], result, row["balance"]))
+    return outcomes
+
+
 @dataclass(frozen=True, slots=True)
 class TopupResult:
     transaction_id: uuid.UUID

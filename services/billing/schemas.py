@@ -8,7 +8,13 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from services.billing.models import CHARGE_MAX, PAYMENT_METHOD_MAX, REASON_MAX, TransactionKind
+from services.billing.models import (
+    CHARGE_BATCH_MAX,
+    CHARGE_MAX,
+    PAYMENT_METHOD_MAX,
+    REASON_MAX,
+    TransactionKind,
+)
 
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
@@ -31,6 +37,34 @@ class ChargeCreate(_Strict):
     video_id: uuid.UUID
     amount: int = Field(gt=0, le=CHARGE_MAX, strict=True, description="Cents; one unit at the video's price.")
     currency: Currency
+
+
+class ChargeBatchCreate(_Strict):
+    """Several charges at once, each with exactly the meaning it has alone (group commit)."""
+
+    charges: list[ChargeCreate] = Field(min_length=1, max_length=CHARGE_BATCH_MAX)
+
+
+class ChargeBatchItem(BaseModel):
+    """One charge's answer: ``status`` is what ``POST /internal/charges`` would have answered (201
+    new, 200 replay, 402 insufficient funds with ``balance``, 422 with ``code``); the charge fields
+    are set when it was charged."""
+
+    key: str
+    status: int
+    code: str | None = None
+    detail: str | None = None
+    transaction_id: uuid.UUID | None = None
+    amount: int | None = None
+    creator_share: int | None = None
+    platform_fee: int | None = None
+    balance: int | None = None
+    currency: str | None = None
+    replayed: bool | None = None
+
+
+class ChargeBatchRead(BaseModel):
+    results: list[ChargeBatchItem] = Field(description="One answer per charge, in the order sent.")
 
 
 class ChargeRead(BaseModel):

@@ -39,6 +39,7 @@ import asyncpg
 import orjson
 import structlog
 
+from common.errors import AppError
 from common.events import event_id
 from common.outbox import OutboxRelay
 from common.tokens import Identity
@@ -118,16 +119,16 @@ def scoped_key(kind: str, owner: uuid.UUID, idempotency_key: str | None) -> str:
 # --- charges (internal, streaming) -------------------------------------------------------------
 
 
-async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult:
-    """Debit the viewer, credit the creator's share and the platform's fee, in one transaction."""
-    settings = billing.settings
+def _charge_hash(settings: BillingSettings, data: ChargeCreate) -> bytes:
+    """The charge's request hash, once its terms are checked (the key is its session and unit, the
+    currency billing's, the viewer not the creator)."""
     if data.key != f"{data.session_id}:{data.unit}":
         raise InvalidChargeKey()
     if data.currency != settings.currency:
         raise UnsupportedCurrency(f"Billing charges in {settings.currency} only.")
     if data.viewer_id == data.creator_id:
         raise SelfCharge()
-    digest = request_hash(
+    return request_hash(
         "charge",
         data.key,
         data.session_id,
@@ -138,6 +139,17 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
         data.amount,
         data.currency,
     )
+
+
+def _insufficient(data: ChargeCreate, balance: str | int | None) -> InsufficientFunds:
+    metrics.count_wallet_decline(data.currency)
+    return InsufficientFunds(balance=int(balance or 0), amount=data.amount, currency=data.currency)
+
+
+async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult:
+    """Debit the viewer, credit the creator's share and the platform's fee, in one transaction."""
+    settings = billing.settings
+    digest = _charge_hash(settings, data)
     try:
         result = await repo.charge(
             billing.ledger,
@@ -155,10 +167,7 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
         )
     except repo.LedgerRefusal as refusal:
         if refusal.sqlstate == repo.INSUFFICIENT_FUNDS:
-            metrics.count_wallet_decline(data.currency)
-            raise InsufficientFunds(
-                balance=int(refusal.detail or 0), amount=data.amount, currency=data.currency
-            ) from None
+            raise _insufficient(data, refusal.detail) from None
         if refusal.sqlstate == repo.KEY_REUSED:
             raise IdempotencyKeyReused() from None
         raise
@@ -168,6 +177,59 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
         data.currency, amount=result.amount, platform_fee=result.platform_fee, replayed=result.replayed
     )
     return result
+
+
+async def charge_units(billing: Billing, charges: list[ChargeCreate]) -> list[repo.ChargeResult | AppError]:
+    """Each charge exactly as ``charge_unit`` would answer it, all in one database call and one
+    commit (group commit: what streaming sends when many sessions are due at once). The answers
+    are in the order given; a refused charge's answer is its error, and it wrote nothing."""
+    settings = billing.settings
+    answers: list[repo.ChargeResult | AppError | None] = [None] * len(charges)
+    batch: list[repo.BatchCharge] = []
+    positions: list[int] = []
+    for position, data in enumerate(charges):
+        try:
+            digest = _charge_hash(settings, data)
+        except AppError as exc:
+            answers[position] = exc
+            continue
+        positions.append(position)
+        batch.append(
+            repo.BatchCharge(
+                key=data.key,
+                request_hash=digest,
+                viewer_id=data.viewer_id,
+                creator_id=data.creator_id,
+                video_id=data.video_id,
+                session_id=data.session_id,
+                unit=data.unit,
+                amount=data.amount,
+                event_id=event_id("billing.unit_charged", data.key),
+            )
+        )
+    outcomes = await repo.charge_batch(
+        billing.ledger, batch, fee_bps=settings.platform_fee_bps, currency=settings.currency
+    )
+    wrote = False
+    for position, outcome in zip(positions, outcomes, strict=True):
+        data = charges[position]
+        if outcome.result is not None:
+            result = outcome.result
+            answers[position] = result
+            wrote = wrote or not result.replayed
+            metrics.count_charge(
+                data.currency,
+                amount=result.amount,
+                platform_fee=result.platform_fee,
+                replayed=result.replayed,
+            )
+        elif outcome.outcome == "insufficient_funds":
+            answers[position] = _insufficient(data, outcome.balance)
+        else:
+            answers[position] = IdempotencyKeyReused()
+    if wrote:
+        billing.outbox.wake()
+    return [answer for answer in answers if answer is not None]
 
 
 # --- top-ups -----------------------------------------------------------------------------------

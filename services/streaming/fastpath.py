@@ -15,16 +15,18 @@ from __future__ import annotations
 import re
 import uuid
 
+from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import AppError, problem
 from common.tokens import TokenVerifier
-from services.streaming.api import heartbeat_reply
+from services.streaming.api import heartbeat_reply, router
 from services.streaming.schemas import HeartbeatCreate
 from services.streaming.service import Playback
 
 _PATH = re.compile(r"/playback/sessions/([0-9a-fA-F-]{32,36})/heartbeat")
+ROUTE_PATH = "/playback/sessions/{session_id}/heartbeat"
 MAX_BODY = 4096
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -32,6 +34,13 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 class HeartbeatFastPath:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # The route the metrics middleware labels heartbeats with. Left unset, it would match the
+        # path against every route of the app on every heartbeat (FastAPI routes it, not us).
+        self._route = next(
+            r
+            for r in router.routes
+            if isinstance(r, APIRoute) and r.path == ROUTE_PATH and "POST" in (r.methods or ())
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = _PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
@@ -56,6 +65,7 @@ class HeartbeatFastPath:
         except (ValueError, ValidationError):
             await self.app(scope, _replay(body, complete, receive), send)
             return
+        scope["route"] = self._route
         state = scope["app"].state
         playback: Playback = state.playback
         verifier: TokenVerifier = state.heartbeat_verifier

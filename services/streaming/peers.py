@@ -8,10 +8,18 @@ connection errors and 502/503/504: a retried charge can never be a second charge
 Charges go through a ``ChargePoster``: ``AiohttpPoster`` in production (the same contract as
 ServiceClient at a tenth of its CPU per call; charges are the one call made at heartbeat rates),
 ``ServiceClientPoster`` when an httpx transport is given (tests run billing in-process over ASGI).
+
+Group commit: ``BillingClient`` sends the units that come due together as one
+``POST /internal/charges/batch`` (one request, one database transaction and one commit on billing's
+side, each charge answered as if alone). Nothing waits to fill a batch: the first unit goes at
+once, and units that come due while batches are in flight go in the next one, so batches grow
+with the load and cost no latency when it is light. Against a billing without the batch route
+(404, e.g. mid-upgrade) it falls back to one call per unit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass
@@ -110,9 +118,10 @@ class BillingUnreachable(Exception):
 
 
 class ChargePoster(Protocol):
-    """Sends one charge (a POST with its key as ``Idempotency-Key``): (status, body)."""
+    """Sends charges (a POST, with the charge's key as ``Idempotency-Key`` when it is one charge):
+    (status, body)."""
 
-    async def post(self, path: str, body: dict[str, Any], *, key: str) -> tuple[int, bytes]: ...
+    async def post(self, path: str, body: dict[str, Any], *, key: str | None) -> tuple[int, bytes]: ...
 
     async def aclose(self) -> None: ...
 
@@ -124,9 +133,9 @@ class ServiceClientPoster:
     def __init__(self, client: ServiceClient) -> None:
         self.client = client
 
-    async def post(self, path: str, body: dict[str, Any], *, key: str) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict[str, Any], *, key: str | None) -> tuple[int, bytes]:
         try:
-            response = await self.client.post(path, json=body, headers={"Idempotency-Key": key})
+            response = await self.client.post(path, json=body, headers=_key_header(key))
         except httpx.HTTPError as exc:
             raise BillingUnreachable(type(exc).__name__) from exc
         if response.status_code in RETRY_STATUSES:
@@ -182,13 +191,9 @@ class AiohttpPoster:
         )
         return self._session
 
-    async def _attempt(self, path: str, body: dict[str, Any], key: str) -> tuple[int, bytes]:
+    async def _attempt(self, path: str, body: dict[str, Any], key: str | None) -> tuple[int, bytes]:
         session = self._session or self._open()
-        headers = {
-            **tracing.outgoing_headers(),
-            SERVICE_TOKEN_HEADER: self._credential(),
-            "Idempotency-Key": key,
-        }
+        headers = {**tracing.outgoing_headers(), SERVICE_TOKEN_HEADER: self._credential(), **_key_header(key)}
         try:
             async with session.post(self.base_url + path, json=body, headers=headers) as response:
                 content = await response.read()
@@ -198,7 +203,7 @@ class AiohttpPoster:
             raise BillingUnreachable(f"status {response.status}")
         return response.status, content
 
-    async def post(self, path: str, body: dict[str, Any], *, key: str) -> tuple[int, bytes]:
+    async def post(self, path: str, body: dict[str, Any], *, key: str | None) -> tuple[int, bytes]:
         try:
             return await self._attempt(path, body, key)
         except BillingUnreachable:
@@ -218,52 +223,135 @@ class AiohttpPoster:
             self._session = None
 
 
+def _key_header(key: str | None) -> dict[str, str]:
+    return {"Idempotency-Key": key} if key is not None else {}
+
+
+# Billing's bound on one batch (CHARGE_BATCH_MAX there), and how many batches may be in flight.
+CHARGE_BATCH_MAX = 50
+BATCHES_IN_FLIGHT = 2
+_Waiting = tuple[UnitCharge, "asyncio.Future[ChargeResult]"]
+
+
 class BillingClient:
     def __init__(self, poster: ChargePoster) -> None:
         self.poster = poster
+        self._waiting: list[_Waiting] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self._batches = True  # False once billing answered that it has no batch route
 
     async def charge_unit(self, charge: UnitCharge) -> ChargeResult:
         """Charge one unit: charged (also when billing already had this key), insufficient funds,
         or unavailable (unreachable, 5xx, or an answer we cannot use: retried later, same key)."""
-        result = await self._charge_unit(charge)
+        future: asyncio.Future[ChargeResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((charge, future))
+        if len(self._senders) < BATCHES_IN_FLIGHT:
+            sender = asyncio.create_task(self._send_waiting())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        result = await future
         metrics.count_charge(result.outcome)
         return result
 
-    async def _charge_unit(self, charge: UnitCharge) -> ChargeResult:
-        key = charge.key
-        body = {
-            "key": key,
-            "session_id": str(charge.session_id),
-            "unit": charge.unit,
-            "viewer_id": str(charge.viewer_id),
-            "creator_id": str(charge.creator_id),
-            "video_id": str(charge.video_id),
-            "amount": charge.amount,
-            "currency": charge.currency,
-        }
+    async def _send_waiting(self) -> None:
+        while self._waiting:
+            batch = self._waiting[:CHARGE_BATCH_MAX]
+            del self._waiting[:CHARGE_BATCH_MAX]
+            try:
+                results = await self._charge([charge for charge, _ in batch])
+            except asyncio.CancelledError:
+                for _, future in batch:
+                    future.cancel()
+                raise
+            except Exception as exc:  # a bug: each caller gets it (the lease is handed back there)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _charge(self, charges: list[UnitCharge]) -> list[ChargeResult]:
+        if len(charges) == 1 or not self._batches:
+            return [await self._charge_one(charge) for charge in charges]
+        body = {"charges": [_charge_body(charge) for charge in charges]}
         try:
-            status, content = await self.poster.post("/internal/charges", body, key=key)
+            status, content = await self.poster.post("/internal/charges/batch", body, key=None)
+        except BillingUnreachable as exc:
+            log.warning("billing_unreachable", charges=len(charges), error=str(exc))
+            return [ChargeResult(ChargeOutcome.unavailable)] * len(charges)
+        if status == 404:
+            log.warning("billing_without_charge_batches")
+            self._batches = False
+            return [await self._charge_one(charge) for charge in charges]
+        answers = _batch_answers(content, len(charges)) if status == 200 else None
+        if answers is None:
+            log.error("charge_batch_failed", status=status, body=content[:500].decode("utf-8", "replace"))
+            return [ChargeResult(ChargeOutcome.unavailable)] * len(charges)
+        return [
+            _result(charge.key, answer.get("status"), answer.get("balance"), answer)
+            for charge, answer in zip(charges, answers, strict=True)
+        ]
+
+    async def _charge_one(self, charge: UnitCharge) -> ChargeResult:
+        key = charge.key
+        try:
+            status, content = await self.poster.post("/internal/charges", _charge_body(charge), key=key)
         except BillingUnreachable as exc:
             log.warning("billing_unreachable", key=key, error=str(exc))
             return ChargeResult(ChargeOutcome.unavailable)
-        if status in (200, 201):
-            return ChargeResult(ChargeOutcome.charged, _balance(content))
-        if status == 402:
-            return ChargeResult(ChargeOutcome.insufficient, _balance(content))
-        # 422 idempotency_key_reused would mean this key was used with other terms: never by this
-        # service (the terms are fixed at start). Like a 5xx, it is logged and retried later, and
-        # the grace period fails the session closed if it persists.
-        log.error("charge_failed", key=key, status=status, body=content[:500].decode("utf-8", "replace"))
-        return ChargeResult(ChargeOutcome.unavailable)
+        document = _document(content)
+        return _result(key, status, document.get("balance") if document else None, document or content)
 
     async def aclose(self) -> None:
+        if self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
         await self.poster.aclose()
 
 
-def _balance(content: bytes) -> int | None:
+def _charge_body(charge: UnitCharge) -> dict[str, Any]:
+    return {
+        "key": charge.key,
+        "session_id": str(charge.session_id),
+        "unit": charge.unit,
+        "viewer_id": str(charge.viewer_id),
+        "creator_id": str(charge.creator_id),
+        "video_id": str(charge.video_id),
+        "amount": charge.amount,
+        "currency": charge.currency,
+    }
+
+
+def _result(key: str, status: object, balance: object, answer: object) -> ChargeResult:
+    """One charge's outcome from billing's status for it (and the balance it reported)."""
+    reported = balance if isinstance(balance, int) and not isinstance(balance, bool) else None
+    if status in (200, 201):
+        return ChargeResult(ChargeOutcome.charged, reported)
+    if status == 402:
+        return ChargeResult(ChargeOutcome.insufficient, reported)
+    # 422 idempotency_key_reused would mean this key was used with other terms: never by this
+    # service (the terms are fixed at start). Like a 5xx, it is logged and retried later, and the
+    # grace period fails the session closed if it persists.
+    shown = answer[:500].decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)[:500]
+    log.error("charge_failed", key=key, status=status, body=shown)
+    return ChargeResult(ChargeOutcome.unavailable)
+
+
+def _document(content: bytes) -> dict[str, Any] | None:
     try:
         document = orjson.loads(content)
     except orjson.JSONDecodeError:
         return None
-    value = document.get("balance") if isinstance(document, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return document if isinstance(document, dict) else None
+
+
+def _batch_answers(content: bytes, count: int) -> list[dict[str, Any]] | None:
+    """The per-charge answers of a batch, or None when the reply is not one answer per charge."""
+    document = _document(content)
+    answers = document.get("results") if document else None
+    if not isinstance(answers, list) or len(answers) != count:
+        return None
+    if not all(isinstance(answer, dict) for answer in answers):
+        return None
+    return answers

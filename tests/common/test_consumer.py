@@ -358,6 +358,28 @@ class TestRunning:
         assert len(handled) == 10
         assert await pending(redis, names) == 0
 
+    @pytest.mark.parametrize("linger_ms", [0, 200])
+    async def test_with_a_linger_a_trickle_of_events_is_handled_in_a_few_larger_batches(
+        self, redis: Redis, names: Names, linger_ms: int
+    ) -> None:
+        recorder = Recorder()
+        consumer = consumer_for(redis, names, recorder, block_ms=1000, linger_ms=linger_ms)
+        consumer.start()
+        bus = EventBus(redis, stream=names.stream)
+        for n in range(40):  # one event every 10 ms, as heartbeat summaries trickle in
+            await bus.publish(*numbered(1, start=n))
+            await asyncio.sleep(0.01)
+        await eventually(lambda: len(recorder.handled) == 40)
+        await consumer.aclose()
+
+        assert recorder.handled_numbers() == list(range(40))
+        assert await pending(redis, names) == 0
+        if linger_ms:
+            # 0.4 s of events, a read every 0.2 s at most: a handful of batches.
+            assert len(recorder.calls) <= 5, [len(call) for call in recorder.calls]
+        else:
+            assert len(recorder.calls) >= 20, [len(call) for call in recorder.calls]
+
     async def test_a_consumer_whose_stream_was_deleted_carries_on_with_a_new_one(
         self, redis: Redis, names: Names
     ) -> None:

@@ -62,9 +62,15 @@ TARGET_CHARGES_S = 2000
 
 
 def charge_script(
-    token: str, viewers: list[str], creators: list[str], videos: list[str], sessions: list[str]
+    token: str,
+    viewers: list[str],
+    creators: list[str],
+    videos: list[str],
+    sessions: list[str],
+    batch: int = 0,
 ) -> str:
-    """wrk Lua: every request a new unit of the thread's own session, for a random viewer."""
+    """wrk Lua: every request a new unit of the thread's own session, for a random viewer; with
+    ``batch``, every request ``batch`` such units to ``/internal/charges/batch``."""
 
     def table(values: list[str]) -> str:
         return "{" + ",".join(f'"{value}"' for value in values) + "}"
@@ -91,7 +97,9 @@ function init(args)
   math.randomseed(os.time() + seed)
 end
 
-function request()
+local batch = {batch}
+
+local function charge()
   local pick = math.random(#creators)
   local creator = creators[pick]
   local video = videos[pick]
@@ -99,7 +107,17 @@ function request()
   local amount = math.random(1, 500)
   local payload = string.format(body, session, unit, session, unit, viewer, creator, video, amount)
   unit = unit + 1
-  return wrk.format("POST", "/internal/charges", headers, payload)
+  return payload
+end
+
+function request()
+  if batch == 0 then
+    return wrk.format("POST", "/internal/charges", headers, charge())
+  end
+  local items = {{}}
+  for i = 1, batch do items[i] = charge() end
+  local payload = '{{"charges":[' .. table.concat(items, ",") .. ']}}'
+  return wrk.format("POST", "/internal/charges/batch", headers, payload)
 end
 """
         + WRK_DONE
@@ -210,6 +228,7 @@ def main() -> None:
         default=1,
         help="uvicorn workers (1, as `streamify up` runs it; more to compare)",
     )
+    parser.add_argument("--batch", type=int, default=20, help="charges per batch call (0: single calls only)")
     parser.add_argument("--viewers", type=int, default=1000)
     parser.add_argument("--creators", type=int, default=1000, help="creators in the many-creators case")
     parser.add_argument("--client", choices=("auto", "wrk", "python"), default="auto")
@@ -275,10 +294,11 @@ def main() -> None:
 
         def _load(case: str, creator_ids: list[str], video_ids: list[str], seconds: float) -> dict[str, Any]:
             charges = case != "healthz"
+            batch = args.batch if case.endswith("_batched") else 0
             if use_wrk:
                 if charges:
                     sessions = [str(uuid.uuid4()) for _ in range(args.threads)]
-                    script = charge_script(token, viewers, creator_ids, video_ids, sessions)
+                    script = charge_script(token, viewers, creator_ids, video_ids, sessions, batch)
                     target = url
                 else:
                     script, target = WRK_DONE, f"{url}/healthz"
@@ -302,23 +322,29 @@ def main() -> None:
         load("many_creators", creators, videos, 3)
         load("healthz", [], [], 2)
         # Alternating rounds, median of each: the machine's other load hits every case alike.
-        rounds: dict[str, list[dict[str, Any]]] = {"healthz": [], "many_creators": [], "hot_creator": []}
+        cases = ["many_creators", "hot_creator"]
+        if use_wrk and args.batch:
+            cases += ["many_creators_batched", "hot_creator_batched"]
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in ["healthz", *cases]}
         for _ in range(args.rounds):
             rounds["healthz"].append(load("healthz", [], [], args.seconds))
-            rounds["many_creators"].append(load("many_creators", creators, videos, args.seconds))
-            rounds["hot_creator"].append(load("hot_creator", [hot_creator], [hot_video], args.seconds))
+            for name in cases:
+                who = ([hot_creator], [hot_video]) if name.startswith("hot") else (creators, videos)
+                rounds[name].append(load(name, *who, args.seconds))
         baseline = median_run(rounds["healthz"])
         result["healthz"] = baseline
-        for name in ("many_creators", "hot_creator"):
+        result["batch"] = args.batch
+        for name in cases:
             case = median_run(rounds[name])
-            charges_s = case.pop("req_s")
+            per_request = args.batch if name.endswith("_batched") else 1
+            charges_s = round(case.pop("req_s") * per_request, 1)
             result[name] = {
                 "charges_s": charges_s,
                 **case,
                 "ratio_to_healthz": round(charges_s / max(1.0, baseline["req_s"]), 3),
                 "target_met": charges_s >= TARGET_CHARGES_S
                 and all(r["non_2xx"] == 0 and r["errors"] == 0 for r in rounds[name]),
-                "rounds_charges_s": [r["req_s"] for r in rounds[name]],
+                "rounds_charges_s": [round(r["req_s"] * per_request, 1) for r in rounds[name]],
             }
         result["rounds_healthz_req_s"] = [r["req_s"] for r in rounds["healthz"]]
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
@@ -326,7 +352,9 @@ def main() -> None:
         result["verify"] = {"ok": report.ok, "violations": report.violations, "counts": report.counts}
         # wrk counts the answers it read; a request cut off when a run stops may still be charged.
         result["charges_answered"] = sum(
-            r["requests"] - r["non_2xx"] for name in ("many_creators", "hot_creator") for r in rounds[name]
+            (r["requests"] - r["non_2xx"]) * (args.batch if name.endswith("_batched") else 1)
+            for name in cases
+            for r in rounds[name]
         )
         result["cpu_s_billing"] = round(process.tree_cpu_s(), 1)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -50,6 +51,14 @@ async def service_resources(
         await engine.dispose()
 
 
+def _started(name: str, settings: ServiceSettings) -> None:
+    # Everything built so far (modules, routes, pools, caches) lives as long as the process: keep it
+    # out of the collector's full scans, which otherwise walk it all and stall requests meanwhile.
+    gc.collect()
+    gc.freeze()
+    structlog.get_logger(name).info("service_started", port=settings.port)
+
+
 def build_service_app(
     *,
     name: str,
@@ -67,11 +76,11 @@ def build_service_app(
         loader = jwks_loader(app) if jwks_loader else None
         async with service_resources(app, settings, jwks_loader=loader):
             if lifespan is None:
-                structlog.get_logger(name).info("service_started", port=settings.port)
+                _started(name, settings)
                 yield
             else:
                 async with lifespan(app):
-                    structlog.get_logger(name).info("service_started", port=settings.port)
+                    _started(name, settings)
                     yield
 
     app = FastAPI(

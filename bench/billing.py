@@ -348,8 +348,14 @@ def main() -> None:
             }
         result["rounds_healthz_req_s"] = [r["req_s"] for r in rounds["healthz"]]
         result["load_average_1m"] = round(os.getloadavg()[0], 2)
+        verify_started = time.monotonic()
         report = asyncio.run(verify_ledger(database_url))
-        result["verify"] = {"ok": report.ok, "violations": report.violations, "counts": report.counts}
+        result["verify"] = {
+            "ok": report.ok,
+            "violations": report.violations,
+            "counts": report.counts,
+            "seconds": round(time.monotonic() - verify_started, 1),
+        }
         # wrk counts the answers it read; a request cut off when a run stops may still be charged.
         result["charges_answered"] = sum(
             (r["requests"] - r["non_2xx"]) * (args.batch if name.endswith("_batched") else 1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +18,7 @@ from common.tokens import JWKSLoader
 from services.auth.api import routers
 from services.auth.credentials import Passwords
 from services.auth.keys import KeyRing
-from services.auth.service import AuthService
+from services.auth.service import AuthService, run_purges
 from services.auth.settings import AuthSettings
 
 
@@ -57,9 +59,18 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         )
         app.state.outbox = outbox = OutboxRelay(app.state.engine, EventBus(app.state.redis), source="auth")
         outbox.start()
+        purges = (
+            asyncio.create_task(run_purges(app.state.sessions, settings.refresh_purge_interval_s))
+            if settings.refresh_purge_interval_s > 0
+            else None
+        )
         try:
             yield
         finally:
+            if purges is not None:
+                purges.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purges
             await outbox.aclose()
 
     return build_service_app(

@@ -111,6 +111,8 @@ class RefreshToken(AuthTable, table=True):
     """Only the SHA-256 of the opaque token is stored: a database leak yields no usable token."""
 
     __tablename__ = "refresh_tokens"
+    # The hourly purge finds expired tokens by this (migration 0003).
+    __table_args__ = (Index("ix_refresh_tokens_expires_at", "expires_at"),)
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     token_hash: bytes = Field(unique=True)

@@ -206,6 +206,24 @@ class RefreshTokenState:
     revoked_at: datetime | None
 
 
+async def purge_expired_refresh_tokens(session: AsyncSession, *, expired_before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` refresh tokens that expired before ``expired_before``; how many."""
+    doomed = select(col(RefreshToken.id)).where(col(RefreshToken.expires_at) < expired_before).limit(limit)
+    result = await session.execute(
+        delete(RefreshToken).where(col(RefreshToken.id).in_(doomed.scalar_subquery()))
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def purge_empty_families(session: AsyncSession, *, created_before: datetime) -> int:
+    """Delete the sign-ins older than ``created_before`` that no refresh token belongs to any more."""
+    tokens = select(col(RefreshToken.id)).where(col(RefreshToken.family_id) == col(RefreshFamily.id))
+    result = await session.execute(
+        delete(RefreshFamily).where(col(RefreshFamily.created_at) < created_before, ~tokens.exists())
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 async def insert_family(session: AsyncSession, *, user_id: uuid.UUID) -> uuid.UUID:
     family_id = uuid.uuid4()
     await session.execute(

@@ -5,15 +5,16 @@ No HTTP here: callers pass plain values and get models or small result objects b
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import Event, new_event
 from common.outbox import stage
@@ -158,6 +159,47 @@ async def create_or_promote_admin(
     await repo.update_user(session, existing.id, {"role": Role.admin.value})
     log.info("user_promoted_to_admin", user_id=str(existing.id))
     return existing.id
+
+
+# Refresh tokens are deleted a day after they expire: presented later, a spent or revoked one is
+# refused as unknown, which is what its expiry alone would have done.
+PURGE_GRACE = timedelta(days=1)
+PURGE_BATCH = 5_000
+
+
+async def purge_refresh_tokens(
+    sessions: async_sessionmaker[AsyncSession], *, now: datetime | None = None
+) -> tuple[int, int]:
+    """Delete the refresh tokens expired for over a day, then the sign-ins (families) older than
+    that which no token belongs to any more; (tokens, families) deleted. Tokens go in batches of
+    ``PURGE_BATCH``, each its own short transaction, so sign-ins are never held up for long."""
+    before = (now or datetime.now(UTC)) - PURGE_GRACE
+    tokens = 0
+    while True:
+        async with sessions() as session, session.begin():
+            deleted = await repo.purge_expired_refresh_tokens(
+                session, expired_before=before, limit=PURGE_BATCH
+            )
+        tokens += deleted
+        if deleted < PURGE_BATCH:
+            break
+    async with sessions() as session, session.begin():
+        families = await repo.purge_empty_families(session, created_before=before)
+    return tokens, families
+
+
+async def run_purges(sessions: async_sessionmaker[AsyncSession], interval_s: float) -> None:
+    """``purge_refresh_tokens`` every ``interval_s`` until cancelled (each replica: a purge that
+    overlaps another's deletes what is left, nothing twice)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            tokens, families = await purge_refresh_tokens(sessions)
+        except Exception as exc:  # the database is away: try again next time
+            log.warning("refresh_purge_failed", error=repr(exc))
+            continue
+        if tokens or families:
+            log.info("refresh_tokens_purged", tokens=tokens, families=families)
 
 
 class AuthService:

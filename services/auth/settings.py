@@ -18,6 +18,9 @@ class AuthSettings(ServiceSettings):
 
     access_token_ttl_s: int = Field(1800, ge=60, le=86_400)
     refresh_token_ttl_s: int = Field(7 * 86_400, ge=300)
+    # Refresh tokens expired for a day are deleted this often (and sign-ins left without tokens);
+    # 0 turns the purge off.
+    refresh_purge_interval_s: float = Field(3600.0, ge=0)
     # A retired signing key stays published this long after the last token it signed has expired
     # (covers clock skew and instances that have not reloaded their keys yet).
     key_retirement_margin_s: int = Field(300, ge=0)

@@ -19,7 +19,7 @@ from common.tokens import JWKSLoader
 from services.catalog import uploads as upload_routes
 from services.catalog.api import routers
 from services.catalog.settings import CatalogSettings
-from services.catalog.tasks import arq_pool, enqueue_transcode
+from services.catalog.tasks import arq_pool, enqueue_transcode, run_stall_sweeps
 from services.catalog.upload_service import UploadLimits, Uploads, run_expiry_sweeps
 
 
@@ -55,14 +55,29 @@ def create_app(
                     run_expiry_sweeps(uploads, interval_s=settings.upload_sweep_interval_s),
                     name="catalog-upload-expiry",
                 )
+            sweepers = [] if sweeper is None else [sweeper]
+            if settings.processing_sweep_interval_s > 0:
+                sweepers.append(
+                    asyncio.create_task(
+                        run_stall_sweeps(
+                            app.state.sessions,
+                            app.state.arq,
+                            queue_name=settings.transcode_queue,
+                            interval_s=settings.processing_sweep_interval_s,
+                            stall_s=settings.processing_stall_s,
+                            max_restarts=settings.processing_max_restarts,
+                        ),
+                        name="catalog-stall-sweep",
+                    )
+                )
             try:
                 yield
             finally:
                 unwatch_queue()
-                if sweeper is not None:
-                    sweeper.cancel()
+                for task in sweepers:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await sweeper
+                        await task
                 await outbox.aclose()
 
     return build_service_app(

@@ -128,6 +128,9 @@ class Video(CatalogTable, table=True):
             text("id DESC"),
             postgresql_where=_PUBLIC_READY,
         ),
+        # The stall sweep: videos processing, by when the transcoder was last heard of (0005).
+        Index("ix_videos_processing_updated", "updated_at", postgresql_where=text("status = 'processing'")),
+        CheckConstraint("transcode_restarts >= 0", name="transcode_restarts_non_negative"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -143,6 +146,10 @@ class Video(CatalogTable, table=True):
     status: str = Field(default=VideoStatus.awaiting_upload.value)
     progress: int | None = Field(default=None, sa_column=Column(SmallInteger, nullable=True))
     failure_reason: str | None = None
+    # Times the stall sweep handed the video to the transcoders again (tasks.recover_stalled_videos).
+    transcode_restarts: int = Field(
+        default=0, sa_column=Column(SmallInteger, nullable=False, server_default=text("0"))
+    )
     price_per_minute: int = 0
     duration_s: float | None = Field(default=None, sa_column=Column(Double, nullable=True))
     # [{name, width, height, bandwidth}], as reported by the transcoder.

@@ -101,7 +101,43 @@ async def raise_progress(session: AsyncSession, video_id: uuid.UUID, progress: i
     statement = (
         update(Video)
         .where(col(Video.id) == video_id, col(Video.status) == VideoStatus.processing.value)
-        .values(progress=func.greatest(func.coalesce(col(Video.progress), 0), progress))
+        # updated_at moves too: the stall sweep reads it as when the transcoder was last heard of.
+        .values(
+            progress=func.greatest(func.coalesce(col(Video.progress), 0), progress), updated_at=func.now()
+        )
+        .returning(Video)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def stalled_videos(session: AsyncSession, *, quiet_since: datetime, limit: int) -> list[uuid.UUID]:
+    """Videos processing with no word from a transcoder since ``quiet_since``, oldest first."""
+    statement = (
+        select(col(Video.id))
+        .where(col(Video.status) == VideoStatus.processing.value, col(Video.updated_at) < quiet_since)
+        .order_by(col(Video.updated_at))
+        .limit(limit)
+    )
+    return list((await session.scalars(statement)).all())
+
+
+async def claim_stalled(
+    session: AsyncSession, video_id: uuid.UUID, *, quiet_since: datetime, restart: bool
+) -> Video | None:
+    """Mark a stalled video as seen now (and one restart more when ``restart``); None when it is no
+    longer processing or was heard of meanwhile (another replica's sweep, a late report)."""
+    values: dict[str, Any] = {"updated_at": func.now()}
+    if restart:
+        values["transcode_restarts"] = col(Video.transcode_restarts) + 1
+    statement = (
+        update(Video)
+        .where(
+            col(Video.id) == video_id,
+            col(Video.status) == VideoStatus.processing.value,
+            col(Video.updated_at) < quiet_since,
+        )
+        .values(**values)
         .returning(Video)
         .execution_options(populate_existing=True)
     )

@@ -43,6 +43,12 @@ class CatalogSettings(ServiceSettings):
     upload_expire_s: int = Field(default=24 * 3600, ge=60)
     # How often the catalog looks for expired uploads (0 turns the sweep off, e.g. in tests).
     upload_sweep_interval_s: float = Field(default=300.0, ge=0)
+    # A video processing with no word from a transcoder for this long is looked at (tasks.py):
+    # re-enqueued if its job is gone, failed after this many restarts. The sweep runs this often
+    # (0: off).
+    processing_stall_s: float = Field(default=1800.0, gt=0)
+    processing_max_restarts: int = Field(default=2, ge=0, le=100)
+    processing_sweep_interval_s: float = Field(default=300.0, ge=0)
     # A PATCH whose client sends nothing for this long is ended; what arrived is kept.
     upload_idle_timeout_s: float = Field(default=60.0, gt=0)
     # Time limit for sniffing an uploaded file with ffprobe.

@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -120,6 +122,18 @@ class CatalogDriver:
             return await session.scalar(text(sql), params)
 
 
+@pytest.fixture
+async def pool(redis_url: str) -> AsyncIterator[tuple[ArqRedis, str]]:
+    """An arq pool on a queue of the test's own."""
+    queue = f"streamify:test-transcode:{uuid.uuid4().hex}"
+    arq = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
+    try:
+        yield arq, queue
+    finally:
+        await arq.delete(queue)
+        await arq.aclose()
+
+
 @pytest.fixture(scope="session")
 def minter() -> TokenMinter:
     return TokenMinter()
@@ -133,7 +147,9 @@ async def catalog_database_url() -> str:
 def catalog_settings_for(
     database_url: str, redis_url: str, storage: StorageSettings, **overrides: Any
 ) -> CatalogSettings:
-    return CatalogSettings(database_url=database_url, redis_url=redis_url, storage=storage, **overrides)
+    # Tests run the stall sweep when they choose (test_stalled_processing.py runs the lifespan's).
+    values = {"processing_sweep_interval_s": 0, **overrides}
+    return CatalogSettings(database_url=database_url, redis_url=redis_url, storage=storage, **values)
 
 
 @pytest.fixture(scope="session")

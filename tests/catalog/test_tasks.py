@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from functools import partial
 
-import pytest
-from arq import create_pool
-from arq.connections import ArqRedis, RedisSettings
+from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
 from common.commit_hooks import transaction
 from services.catalog import service
 from services.catalog.tasks import TRANSCODE_JOB, enqueue_transcode
 from tests.catalog.conftest import CatalogDriver
-
-
-@pytest.fixture
-async def pool(redis_url: str) -> AsyncIterator[tuple[ArqRedis, str]]:
-    queue = f"streamify:test-transcode:{uuid.uuid4().hex}"
-    arq = await create_pool(RedisSettings.from_dsn(redis_url), default_queue_name=queue)
-    try:
-        yield arq, queue
-    finally:
-        await arq.delete(queue)
-        await arq.aclose()
 
 
 class TestEnqueueTranscode:

@@ -231,7 +231,9 @@ async def catalog_servers(
     running: list[tuple[_Served, CatalogServer]] = []
 
     async def start(storage: StorageSettings) -> CatalogServer:
-        settings = CatalogSettings(database_url=database_url, redis_url=redis_url, storage=storage)
+        settings = CatalogSettings(
+            database_url=database_url, redis_url=redis_url, storage=storage, processing_sweep_interval_s=0
+        )
         app = create_app(settings, jwks_loader=minter.loader)
         port = free_port()
         served = await _serve(app, port)

@@ -9,12 +9,12 @@ someone else's wallet answers 404, like one that does not exist.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from common.errors import AppError
 from common.identity import AdminIdentity, CurrentIdentity
@@ -40,6 +40,7 @@ from services.billing.schemas import (
     WalletTransactionRead,
 )
 
+Body = TypeVar("Body", bound=BaseModel)
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -69,6 +70,18 @@ creator_router = APIRouter(prefix="/creator", tags=["creator"])
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
+async def _streaming_body(request: Request, model: type[Body]) -> Body:
+    """The charge routes' hot path: the streaming credential and the body, handled here rather than
+    declared as parameters, whose resolution costs FastAPI more than the rest of the request."""
+    await STREAMING_CREDENTIALS(request)
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+
+
 def _json(content: dict[str, object], status_code: int, headers: dict[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(content), status_code=status_code, media_type="application/json", headers=headers
@@ -94,15 +107,7 @@ async def create_charge(request: Request) -> Response:
     """Charge one unit of a session (key ``session:unit``): 201 new, 200 replay, 402 insufficient funds.
 
     Needs the streaming service's credential (X-Service-Token)."""
-    # The hot path: the credential, the body and the resources are handled here rather than
-    # declared as parameters, whose resolution costs FastAPI more than the rest of the request.
-    await STREAMING_CREDENTIALS(request)
-    try:
-        body = ChargeCreate.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from None
+    body = await _streaming_body(request, ChargeCreate)
     billing: service.Billing = request.app.state.billing
     result = await service.charge_unit(billing, body)
     return _json(_charge_read(body, result), 200 if result.replayed else 201)
@@ -136,13 +141,7 @@ async def create_charges(request: Request) -> Response:
     ``POST /internal/charges`` would have answered for that charge alone, in the order sent.
 
     Needs the streaming service's credential (X-Service-Token)."""
-    await STREAMING_CREDENTIALS(request)
-    try:
-        body = ChargeBatchCreate.model_validate_json(await request.body())
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from None
+    body = await _streaming_body(request, ChargeBatchCreate)
     billing: service.Billing = request.app.state.billing
     answers = await service.charge_units(billing, body.charges)
     results: list[dict[str, object]] = []

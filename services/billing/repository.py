@@ -73,47 +73,10 @@ class ChargeResult:
 CHARGE_SQL = "SELECT * FROM billing_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 
-async def charge(
-    pool: asyncpg.Pool,
-    *,
-    key: str,
-    request_hash: bytes,
-    viewer_id: uuid.UUID,
-    creator_id: uuid.UUID,
-    video_id: uuid.UUID,
-    session_id: uuid.UUID,
-    unit: int,
-    amount: int,
-    fee_bps: int,
-    currency: str,
-    event_id: uuid.UUID,
-) -> ChargeResult:
-    """A charge and its ``billing.unit_charged`` event (written only when the charge is new)."""
-    row = await _call(
-        pool,
-        CHARGE_SQL,
-        key,
-        request_hash,
-        viewer_id,
-        creator_id,
-        video_id,
-        session_id,
-        unit,
-        amount,
-        fee_bps,
-        currency,
-        event_id,
-    )
-    return ChargeResult(*row)
-
-
-CHARGE_BATCH_SQL = """
-    SELECT * FROM billing_charge_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ORDER BY item
-"""
-
-
 @dataclass(frozen=True, slots=True)
-class BatchCharge:
+class LedgerCharge:
+    """One unit to charge, as the ledger functions take it (the fee rate and currency apart)."""
+
     key: str
     request_hash: bytes
     viewer_id: uuid.UUID
@@ -123,6 +86,31 @@ class BatchCharge:
     unit: int
     amount: int
     event_id: uuid.UUID
+
+
+async def charge(pool: asyncpg.Pool, c: LedgerCharge, *, fee_bps: int, currency: str) -> ChargeResult:
+    """A charge and its ``billing.unit_charged`` event (written only when the charge is new)."""
+    row = await _call(
+        pool,
+        CHARGE_SQL,
+        c.key,
+        c.request_hash,
+        c.viewer_id,
+        c.creator_id,
+        c.video_id,
+        c.session_id,
+        c.unit,
+        c.amount,
+        fee_bps,
+        currency,
+        c.event_id,
+    )
+    return ChargeResult(*row)
+
+
+CHARGE_BATCH_SQL = """
+    SELECT * FROM billing_charge_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ORDER BY item
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +124,7 @@ class BatchOutcome:
 
 
 async def charge_batch(
-    pool: asyncpg.Pool, charges: list[BatchCharge], *, fee_bps: int, currency: str
+    pool: asyncpg.Pool, charges: list[LedgerCharge], *, fee_bps: int, currency: str
 ) -> list[BatchOutcome]:
     """Each charge as ``charge`` would make it, all in one statement and one commit; in order."""
     if not charges:

@@ -119,16 +119,16 @@ def scoped_key(kind: str, owner: uuid.UUID, idempotency_key: str | None) -> str:
 # --- charges (internal, streaming) -------------------------------------------------------------
 
 
-def _charge_hash(settings: BillingSettings, data: ChargeCreate) -> bytes:
-    """The charge's request hash, once its terms are checked (the key is its session and unit, the
-    currency billing's, the viewer not the creator)."""
+def _ledger_charge(settings: BillingSettings, data: ChargeCreate) -> repo.LedgerCharge:
+    """The charge as the ledger takes it, once its terms are checked (the key is its session and
+    unit, the currency billing's, the viewer not the creator)."""
     if data.key != f"{data.session_id}:{data.unit}":
         raise InvalidChargeKey()
     if data.currency != settings.currency:
         raise UnsupportedCurrency(f"Billing charges in {settings.currency} only.")
     if data.viewer_id == data.creator_id:
         raise SelfCharge()
-    return request_hash(
+    digest = request_hash(
         "charge",
         data.key,
         data.session_id,
@@ -139,6 +139,17 @@ def _charge_hash(settings: BillingSettings, data: ChargeCreate) -> bytes:
         data.amount,
         data.currency,
     )
+    return repo.LedgerCharge(
+        key=data.key,
+        request_hash=digest,
+        viewer_id=data.viewer_id,
+        creator_id=data.creator_id,
+        video_id=data.video_id,
+        session_id=data.session_id,
+        unit=data.unit,
+        amount=data.amount,
+        event_id=event_id("billing.unit_charged", data.key),
+    )
 
 
 def _insufficient(data: ChargeCreate, balance: str | int | None) -> InsufficientFunds:
@@ -146,24 +157,20 @@ def _insufficient(data: ChargeCreate, balance: str | int | None) -> Insufficient
     return InsufficientFunds(balance=int(balance or 0), amount=data.amount, currency=data.currency)
 
 
+def _count(data: ChargeCreate, result: repo.ChargeResult) -> repo.ChargeResult:
+    metrics.count_charge(
+        data.currency, amount=result.amount, platform_fee=result.platform_fee, replayed=result.replayed
+    )
+    return result
+
+
 async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult:
     """Debit the viewer, credit the creator's share and the platform's fee, in one transaction."""
     settings = billing.settings
-    digest = _charge_hash(settings, data)
+    charge = _ledger_charge(settings, data)
     try:
         result = await repo.charge(
-            billing.ledger,
-            key=data.key,
-            request_hash=digest,
-            viewer_id=data.viewer_id,
-            creator_id=data.creator_id,
-            video_id=data.video_id,
-            session_id=data.session_id,
-            unit=data.unit,
-            amount=data.amount,
-            fee_bps=settings.platform_fee_bps,
-            currency=data.currency,
-            event_id=event_id("billing.unit_charged", data.key),
+            billing.ledger, charge, fee_bps=settings.platform_fee_bps, currency=settings.currency
         )
     except repo.LedgerRefusal as refusal:
         if refusal.sqlstate == repo.INSUFFICIENT_FUNDS:
@@ -173,10 +180,7 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
         raise
     if not result.replayed:
         billing.outbox.wake()
-    metrics.count_charge(
-        data.currency, amount=result.amount, platform_fee=result.platform_fee, replayed=result.replayed
-    )
-    return result
+    return _count(data, result)
 
 
 async def charge_units(billing: Billing, charges: list[ChargeCreate]) -> list[repo.ChargeResult | AppError]:
@@ -185,28 +189,15 @@ async def charge_units(billing: Billing, charges: list[ChargeCreate]) -> list[re
     are in the order given; a refused charge's answer is its error, and it wrote nothing."""
     settings = billing.settings
     answers: list[repo.ChargeResult | AppError | None] = [None] * len(charges)
-    batch: list[repo.BatchCharge] = []
+    batch: list[repo.LedgerCharge] = []
     positions: list[int] = []
     for position, data in enumerate(charges):
         try:
-            digest = _charge_hash(settings, data)
+            batch.append(_ledger_charge(settings, data))
         except AppError as exc:
             answers[position] = exc
             continue
         positions.append(position)
-        batch.append(
-            repo.BatchCharge(
-                key=data.key,
-                request_hash=digest,
-                viewer_id=data.viewer_id,
-                creator_id=data.creator_id,
-                video_id=data.video_id,
-                session_id=data.session_id,
-                unit=data.unit,
-                amount=data.amount,
-                event_id=event_id("billing.unit_charged", data.key),
-            )
-        )
     outcomes = await repo.charge_batch(
         billing.ledger, batch, fee_bps=settings.platform_fee_bps, currency=settings.currency
     )
@@ -214,15 +205,8 @@ async def charge_units(billing: Billing, charges: list[ChargeCreate]) -> list[re
     for position, outcome in zip(positions, outcomes, strict=True):
         data = charges[position]
         if outcome.result is not None:
-            result = outcome.result
-            answers[position] = result
-            wrote = wrote or not result.replayed
-            metrics.count_charge(
-                data.currency,
-                amount=result.amount,
-                platform_fee=result.platform_fee,
-                replayed=result.replayed,
-            )
+            answers[position] = _count(data, outcome.result)
+            wrote = wrote or not outcome.result.replayed
         elif outcome.outcome == "insufficient_funds":
             answers[position] = _insufficient(data, outcome.balance)
         else:

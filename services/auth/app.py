@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +12,7 @@ from fastapi import FastAPI
 from common.app import build_service_app
 from common.events import EventBus
 from common.outbox import OutboxRelay
+from common.periodic import stop
 from common.ratelimit import RateLimiter
 from common.tokens import JWKSLoader
 from services.auth.api import routers
@@ -59,18 +59,15 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         )
         app.state.outbox = outbox = OutboxRelay(app.state.engine, EventBus(app.state.redis), source="auth")
         outbox.start()
-        purges = (
-            asyncio.create_task(run_purges(app.state.sessions, settings.refresh_purge_interval_s))
-            if settings.refresh_purge_interval_s > 0
-            else None
-        )
+        background: list[asyncio.Task[None]] = []
+        if settings.refresh_purge_interval_s > 0:
+            background.append(
+                asyncio.create_task(run_purges(app.state.sessions, settings.refresh_purge_interval_s))
+            )
         try:
             yield
         finally:
-            if purges is not None:
-                purges.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purges
+            await stop(background)
             await outbox.aclose()
 
     return build_service_app(

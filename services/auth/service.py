@@ -5,7 +5,6 @@ No HTTP here: callers pass plain values and get models or small result objects b
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 import uuid
@@ -18,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.events import Event, new_event
 from common.outbox import stage
+from common.periodic import every
 from common.ratelimit import RateLimiter
 from common.tokens import REVOKED_JTI_PREFIX, Identity
 from services.auth import repository as repo
@@ -191,15 +191,13 @@ async def purge_refresh_tokens(
 async def run_purges(sessions: async_sessionmaker[AsyncSession], interval_s: float) -> None:
     """``purge_refresh_tokens`` every ``interval_s`` until cancelled (each replica: a purge that
     overlaps another's deletes what is left, nothing twice)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            tokens, families = await purge_refresh_tokens(sessions)
-        except Exception as exc:  # the database is away: try again next time
-            log.warning("refresh_purge_failed", error=repr(exc))
-            continue
+
+    async def purge() -> None:
+        tokens, families = await purge_refresh_tokens(sessions)
         if tokens or families:
             log.info("refresh_tokens_purged", tokens=tokens, families=families)
+
+    await every(interval_s, purge, failure="refresh_purge_failed")
 
 
 class AuthService:

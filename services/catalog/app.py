@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -14,6 +13,7 @@ from common.app import build_service_app
 from common.events import EventBus
 from common.metrics import watch_queue
 from common.outbox import OutboxRelay
+from common.periodic import stop
 from common.storage import storage_from_settings
 from common.tokens import JWKSLoader
 from services.catalog import uploads as upload_routes
@@ -74,10 +74,7 @@ def create_app(
                 yield
             finally:
                 unwatch_queue()
-                for task in sweepers:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+                await stop(sweepers)
                 await outbox.aclose()
 
     return build_service_app(

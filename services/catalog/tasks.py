@@ -17,7 +17,6 @@ at the end; a video ``processing`` with no word for ``CATALOG_PROCESSING_STALL_S
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common import tracing
 from common.commit_hooks import after_commit, transaction
+from common.periodic import every
 from services.catalog import repository as repo
 from services.catalog import service
 from services.catalog.models import VideoStatus
@@ -130,11 +130,12 @@ async def run_stall_sweeps(
     max_restarts: int,
 ) -> None:
     """``recover_stalled_videos`` every ``interval_s`` seconds, until cancelled (the app's lifespan)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            await recover_stalled_videos(
-                sessions, pool, queue_name=queue_name, stall_s=stall_s, max_restarts=max_restarts
-            )
-        except Exception:
-            log.exception("stall_sweep_failed")
+    sweep = partial(
+        recover_stalled_videos,
+        sessions,
+        pool,
+        queue_name=queue_name,
+        stall_s=stall_s,
+        max_restarts=max_restarts,
+    )
+    await every(interval_s, sweep, failure="stall_sweep_failed")

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.commit_hooks import transaction
 from common.media import ProbeError, ProbeResult, ProbeUnavailable, probe
+from common.periodic import every
 from common.storage import (
     MAX_PART_NUMBER,
     MIN_PART_SIZE,
@@ -749,15 +750,13 @@ async def _abort_orphaned_multiparts(uploads: Uploads, *, older_than: datetime) 
 
 async def run_expiry_sweeps(uploads: Uploads, *, interval_s: float) -> None:
     """Expire abandoned uploads every ``interval_s`` seconds, until cancelled (the app's lifespan)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            dropped = await expire_abandoned_uploads(uploads)
-        except Exception:
-            log.exception("upload_expiry_sweep_failed")
-            continue
+
+    async def sweep() -> None:
+        dropped = await expire_abandoned_uploads(uploads)
         if dropped:
             log.info("upload_expiry_sweep", dropped=dropped)
+
+    await every(interval_s, sweep, failure="upload_expiry_sweep_failed")
 
 
 # --- one-shot PUT ------------------------------------------------------------------------------------

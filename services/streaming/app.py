@@ -4,7 +4,6 @@ history, and HLS delivery per session."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -17,6 +16,7 @@ from common.app import build_service_app
 from common.events import EventBus
 from common.internal import ServiceClient
 from common.outbox import OutboxRelay
+from common.periodic import stop
 from common.storage import storage_from_settings
 from common.tokens import JWKSCache, JWKSLoader, TokenVerifier, http_jwks_loader
 from services.streaming import metrics
@@ -129,10 +129,7 @@ def create_app(
                 yield
         finally:
             unwatch_sessions()
-            for task in tasks:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop(tasks)
             try:
                 await playback.progress.flush()
             except Exception:

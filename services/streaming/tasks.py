@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
+from common.periodic import every
 from services.streaming.service import Playback
 
 log = structlog.get_logger("streaming.sweeper")
@@ -17,13 +16,11 @@ async def run_expiry_sweeps(playback: Playback, *, interval_s: float) -> None:
     Reads and heartbeats also end such sessions lazily; the sweeper is what ends the ones nobody
     asks about again (a closed tab), so their history and ``playback.session_ended`` are written.
     """
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
-            ended = await playback.sweep_expired()
-        except Exception:
-            # Redis or PostgreSQL briefly away: the work list stays in Redis; try again next time.
-            log.exception("expiry_sweep_failed")
-            continue
+
+    async def sweep() -> None:
+        # A failure (Redis or PostgreSQL briefly away) leaves the work list in Redis for next time.
+        ended = await playback.sweep_expired()
         if ended:
             log.info("expired_sessions_ended", count=ended)
+
+    await every(interval_s, sweep, failure="expiry_sweep_failed")

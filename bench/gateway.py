@@ -51,6 +51,7 @@ from bench import wrk  # noqa: E402
 from bench.wrk import WRK_DONE, paced_delay  # noqa: E402
 from common.db import ensure_database  # noqa: E402
 from common.migrations import upgrade  # noqa: E402
+from streamify.embedded import free_port  # noqa: E402
 
 PYTHON = sys.executable
 PG_BASE = os.environ.get("STREAMIFY_BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -60,12 +61,6 @@ UVICORN_FLAGS = ["--loop", "uvloop", "--no-access-log", "--no-server-header"]
 # The services run on uvicorn's httptools protocol; the gateway on its corked subclass (gateway.server).
 SERVICE_HTTP = "httptools"
 GATEWAY_HTTP = "gateway.server:GatewayHttpProtocol"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Process:

@@ -13,6 +13,7 @@ import httpx
 import psutil
 
 from common.db import drop_database
+from streamify.embedded import free_port_range
 from streamify.stack import SERVICES, database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +25,6 @@ RESULTS = ROOT / "bench" / "results"
 
 def port_range() -> int:
     """A gateway port P with P..P+5 free."""
-    from tests.conftest import free_port_range
-
     return free_port_range(len(SERVICES) + 1)
 
 

@@ -132,8 +132,8 @@ async def pipeline_run(source: Path, settings_overrides: dict[str, Any]) -> dict
     from common.storage import StorageSettings
     from services.catalog.app import create_app
     from services.catalog.settings import CatalogSettings
+    from streamify.embedded import free_port
     from streamify.stack import database_url
-    from tests.conftest import free_port
     from tests.identities import TokenMinter
     from tests.transcoder.conftest import CatalogServer, _serve
 

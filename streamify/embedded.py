@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import pwd
+import secrets
 import socket
 import stat
 import subprocess
@@ -42,10 +43,53 @@ STOP_TIMEOUT_S = 15.0
 PG_SYSTEM_USER = "pgserver"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+# Ports handed out below the kernel's ephemeral range (where it picks the local port of every
+# outgoing connection): a port the OS itself chose with bind(0) could be taken by some process's
+# next connect() before our server binds it, which is how a stack once lost its auth service.
+_LISTEN_PORTS_FLOOR = 10000
+_EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(part) for part in _EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port_range(count: int = 1, host: str = "127.0.0.1") -> int:
+    """A port P such that P..P+count-1 are free, outside the ephemeral range when there is room."""
+    low, high = _ephemeral_range()
+    spans = [(lo, hi) for lo, hi in ((_LISTEN_PORTS_FLOOR, low - 1), (high + 1, 65535)) if hi - lo >= count]
+    if spans:
+        for _ in range(200):
+            lo, hi = secrets.choice(spans)
+            base = lo + secrets.randbelow(hi - count + 2 - lo)
+            if all(_bindable(host, port) for port in range(base, base + count)):
+                return base
+    # No room outside the ephemeral range (or all of it taken): let the kernel choose.
+    for _ in range(50):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            base = int(sock.getsockname()[1])
+        if base + count <= 65536 and all(_bindable(host, port) for port in range(base, base + count)):
+            return base
+    raise RuntimeError(f"no free range of {count} ports")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, for a server about to start."""
+    return free_port_range(1, host)
 
 
 @contextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,7 +23,6 @@ from redis.asyncio import Redis
 
 from common.db import drop_database, ensure_database
 from common.migrations import upgrade
-from streamify.embedded import free_port
 
 pytest_plugins = ["tests.fixtures_s3"]
 
@@ -68,27 +66,6 @@ async def _drop_run_databases() -> AsyncIterator[None]:
             await drop_database(url)
         except Exception as exc:  # a leftover database is untidy, not a failed run
             print(f"could not drop {url}: {exc}")
-
-
-def free_port_range(count: int) -> int:
-    """A port P such that P..P+count-1 are all free (the stack's gateway port and its services)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count > 65535:
-            continue
-        sockets = []
-        try:
-            for port in range(base, base + count):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no free range of {count} ports")
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ subprocess); the application talks to it as to any S3 endpoint.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pytest
 from pydantic import SecretStr
 
 from common.storage import MIN_PART_SIZE, StorageSettings
+from streamify.embedded import free_port as _free_port
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -64,12 +64,6 @@ class S3Server:
 def unique_bucket(prefix: str = "test") -> str:
     """A bucket name no other test uses (S3 names: lowercase, digits, dashes, 3..63 chars)."""
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen[bytes], log_path: str) -> None:

@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 from common.db import asyncpg_dsn, drop_database
 from streamify import stack, testenv
 from streamify.cli import main
-from streamify.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, postgres_answers
+from streamify.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, free_port_range, postgres_answers
 from tests.conftest import PG_BASE, REDIS_URL, ROOT
 
 
@@ -101,6 +101,28 @@ class TestStackShape:
             environ={"INTERNAL_SECRET": "from-the-operator"},
         )
         assert {spec.env["INTERNAL_SECRET"] for spec in specs} == {"from-the-operator"}
+
+
+class TestFreePorts:
+    def test_ports_for_servers_are_outside_the_range_outgoing_connections_take(self) -> None:
+        # A port in the kernel's ephemeral range can be taken by any process's next connect()
+        # between being picked and being bound; CI once lost a stack's auth service that way.
+        low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        bases = [free_port_range(6) for _ in range(50)] + [free_port() for _ in range(50)]
+        assert all(not low <= base <= high for base in bases)
+        assert all(base + 5 < low or base > high for base in bases[:50])
+
+    def test_every_port_of_a_range_is_free(self) -> None:
+        base = free_port_range(6)
+        held = []
+        try:
+            for port in range(base, base + 6):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+        finally:
+            for sock in held:
+                sock.close()
 
 
 class TestSecrets:

@@ -19,8 +19,8 @@ from sqlalchemy import text
 
 from common.storage import MIN_PART_SIZE, StorageSettings
 from services.catalog.settings import CatalogSettings
+from streamify.embedded import free_port
 from tests.catalog.conftest import CatalogDriver, User, catalog_settings_for
-from tests.conftest import free_port
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OCTETS = "application/offset+octet-stream"

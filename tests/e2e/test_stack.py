@@ -26,9 +26,9 @@ import psutil
 import pytest
 
 from common.db import drop_database
-from streamify.embedded import free_port
+from streamify.embedded import free_port, free_port_range
 from streamify.stack import SERVICES, database_url
-from tests.conftest import PG_BASE, REDIS_URL, ROOT, free_port_range
+from tests.conftest import PG_BASE, REDIS_URL, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -32,7 +32,8 @@ from jwt.algorithms import RSAAlgorithm
 
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.conftest import ROOT, free_port
+from streamify.embedded import free_port
+from tests.conftest import ROOT
 
 SERVICES = ("auth", "catalog", "streaming", "billing", "analytics")
 ISSUER = "streamify-auth"

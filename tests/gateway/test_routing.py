@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
-from tests.conftest import free_port
+from streamify.embedded import free_port
 from tests.gateway.conftest import ServerProcess, Signer, echo_count, open_gateway, start_echo, unused_url
 
 # (public path, upstream, path the upstream sees) — SPEC §3.

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from gateway.settings import GatewaySettings
-from tests.conftest import free_port, migrated_database
+from streamify.embedded import free_port
+from tests.conftest import migrated_database
 from tests.gateway.conftest import SERVICES, ServerProcess, open_gateway, uvicorn_args
 
 pytestmark = pytest.mark.slow

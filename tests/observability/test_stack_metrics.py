@@ -24,9 +24,9 @@ import yaml
 from tusclient import client as tus
 
 from common.db import drop_database
-from streamify.embedded import free_port
+from streamify.embedded import free_port, free_port_range
 from streamify.stack import SERVICES, database_url
-from tests.conftest import PG_BASE, free_port_range
+from tests.conftest import PG_BASE
 from tests.e2e.test_payperminute import PRICE, HeartbeatLoop, _become_creator, _money_call, _sign_in
 from tests.e2e.test_pipeline import _play
 from tests.e2e.test_stack import RUN, Stack, _stack_env

@@ -36,7 +36,8 @@ from services.streaming.credentials import (
     verify_playback_credential,
 )
 from services.streaming.settings import StreamingSettings
-from tests.conftest import free_port, migrated_database
+from streamify.embedded import free_port
+from tests.conftest import migrated_database
 from tests.fixtures_s3 import S3Server
 from tests.identities import TokenMinter
 from tests.media import make_video

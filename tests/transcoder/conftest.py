@@ -25,7 +25,8 @@ from common.storage import Storage, StorageSettings
 from services.catalog import service
 from services.catalog.app import create_app
 from services.catalog.settings import CatalogSettings
-from tests.conftest import free_port, migrated_database
+from streamify.embedded import free_port
+from tests.conftest import migrated_database
 from tests.fixtures_s3 import S3Server
 from tests.identities import TokenMinter, User
 from transcoder.ffmpeg import ffmpeg_executable

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from common import media
 from common.storage import Storage, StorageSettings
 from services.catalog.tasks import enqueue_transcode
-from tests.conftest import free_port
+from streamify.embedded import free_port
 from tests.transcoder.conftest import CatalogServer, Clips, needs_ffmpeg
 from transcoder.settings import TranscoderSettings
 from transcoder.worker import WorkerSettings, ffmpeg_executable, shutdown, startup

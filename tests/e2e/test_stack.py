@@ -115,7 +115,10 @@ class Stack:
             self.lines.append(line)
 
     def output(self) -> str:
-        return "".join(self.lines[-200:])
+        """The last lines, after the ones that say what went wrong (so a cut report still shows them)."""
+        errors = [line for line in self.lines if _says_what_failed(line)]
+        head = "errors first:\n" + "".join(errors[-40:]) + "\nthe last lines:\n" if errors else ""
+        return head + "".join(self.lines[-200:])
 
     def events(self, event: str) -> list[dict[str, Any]]:
         found = []
@@ -159,6 +162,13 @@ class Stack:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def _says_what_failed(line: str) -> bool:
+    _, _, body = line.partition(" | ")
+    if body.startswith("{"):
+        return '"level": "error"' in body or '"level": "critical"' in body or "Traceback" in body
+    return "Traceback" in line or "Error" in line
 
 
 def _zombie(pid: int) -> bool:

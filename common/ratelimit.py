@@ -58,5 +58,10 @@ class RateLimiter:
         """Would a request be allowed now? (does not count it)"""
         return await self._strategy.test(parse_rule(rule), *identifiers)
 
+    async def remaining(self, rule: str, *identifiers: str) -> int:
+        """How many more requests ``rule`` allows now for ``identifiers`` (does not count one)."""
+        stats = await self._strategy.get_window_stats(parse_rule(rule), *identifiers)
+        return max(0, stats.remaining)
+
     async def reset(self, rule: str, *identifiers: str) -> None:
         await self._strategy.clear(parse_rule(rule), *identifiers)

@@ -24,6 +24,9 @@ from common.errors import Unauthorized
 ACCESS_TOKEN_TYPE = "access"  # noqa: S105 - a claim value
 ALGORITHM = "RS256"
 REVOKED_JTI_PREFIX = "auth:revoked-jti:"
+# Each revoked jti is also published here, so a gateway that remembers a token as good forgets
+# it at once (gateway.memory) instead of on its next look at the deny-list.
+REVOKED_JTI_CHANNEL = "auth:revoked-jti"
 # An unknown kid triggers at most one JWKS refetch per this many seconds (a flood of forged
 # kids must not turn into a flood of requests to the auth service).
 UNKNOWN_KID_REFETCH_S = 5.0
@@ -166,6 +169,21 @@ class TokenVerifier:
             jti=str(claims["jti"]),
             expires_at=int(claims["exp"]),
         )
+
+
+async def revoke_access_tokens(redis: Any, tokens: list[tuple[str, int]]) -> None:
+    """Deny-list each ``(jti, expires_at)`` until its token expires, and announce it."""
+    now = int(time.time())
+    pipe = redis.pipeline(transaction=False)
+    queued = False
+    for jti, expires_at in tokens:
+        if expires_at > now:
+            # +5 s: verifiers accept tokens up to 5 s past exp (clock leeway).
+            pipe.set(REVOKED_JTI_PREFIX + jti, b"1", ex=expires_at - now + 5)
+            pipe.publish(REVOKED_JTI_CHANNEL, jti)
+            queued = True
+    if queued:
+        await pipe.execute()
 
 
 def redis_revocation_check(redis: Any) -> RevocationCheck:

@@ -40,6 +40,7 @@ from gateway.auth import EdgeAuthMiddleware
 from gateway.bodylimit import BodyLimitMiddleware
 from gateway.cors import AllowListCORSMiddleware
 from gateway.health import readiness
+from gateway.memory import TokenMemory
 from gateway.metrics import breaker_changed, instance_changed
 from gateway.openapi import CombinedOpenAPI
 from gateway.problems import send_problem
@@ -119,12 +120,16 @@ class GatewayResources:
         self.access_log = AccessLog() if settings.access_log else None
         self.redis: Redis | None = None
         self.store: EdgeStore | None = None
+        self.tokens: TokenMemory | None = None
         self.http: httpx.AsyncClient | None = None
 
     @asynccontextmanager
     async def lifespan(self, _: Any) -> AsyncIterator[None]:
         self.redis = Redis.from_url(self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
         self.store = EdgeStore(self.redis)
+        if self.settings.edge_memory_s > 0:
+            self.tokens = TokenMemory(self.redis, fresh_s=self.settings.edge_memory_s)
+            self.tokens.start()
         unwatch_redis = watch_redis(self.redis)
         try:
             await self.store.load()
@@ -149,6 +154,9 @@ class GatewayResources:
                 upstream.close()
             await self.http.aclose()
             await self.store.close()
+            if self.tokens is not None:
+                await self.tokens.close()
+                self.tokens = None
             await self.redis.aclose()
             if self.access_log is not None:
                 await self.access_log.stop()
@@ -270,7 +278,12 @@ def create_app(settings: GatewaySettings | None = None, *, jwks_loader: JWKSLoad
 
     proxied: ASGIApp = Proxy(resources.upstreams, access_log=resources.access_log)
     proxied = RateLimitMiddleware(
-        proxied, store=lambda: resources.store, policy=resources.policy, enabled=settings.rate_limit_enabled
+        proxied,
+        store=lambda: resources.store,
+        tokens=lambda: resources.tokens,
+        memory_s=settings.edge_memory_s,
+        policy=resources.policy,
+        enabled=settings.rate_limit_enabled,
     )
     proxied = EdgeAuthMiddleware(proxied, verifier=lambda: resources.verifier)
     proxied = BodyLimitMiddleware(proxied)

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.ratelimit import parse_rule
 from common.tokens import REVOKED_JTI_PREFIX, Identity
+from gateway.memory import FRESH_S, LimitMemory, TokenMemory
 from gateway.metrics import REDIS_ERRORS
 from gateway.problems import send_problem
 from gateway.routes import Match, RouteClass
@@ -50,20 +51,25 @@ _KEY_CACHE_SIZE = 50_000
 EDGE_SCRIPT = """
 -- KEYS[1]: the token's revoked-jti key, checked when ARGV[1] == '1'
 -- KEYS[k + 1]: the current window of limit k (its previous window is the same key + '/-1');
--- ARGV[2k], ARGV[2k + 1]: the limit's amount and window in seconds.
--- Returns {revoked, allowed, limit, remaining, reset ms} of the most restrictive window.
+-- ARGV[2]: how many requests to count; ARGV[3] == '1': count them whatever the verdict (they
+-- were let through already, by gateway.memory), else only when allowed and not revoked;
+-- ARGV[2k + 2], ARGV[2k + 3]: the limit's amount and window in seconds.
+-- Returns {revoked, allowed, limit, remaining, reset ms} of the most restrictive window, then
+-- {remaining, reset ms} of each window in KEYS order (gateway.memory remembers them).
 local revoked = 0
 if ARGV[1] == '1' and redis.call('exists', KEYS[1]) == 1 then
     revoked = 1
 end
+local cost = tonumber(ARGV[2])
+local record = ARGV[3] == '1'
 local n = #KEYS - 1
 local windows = {}
 local allowed = 1
 for k = 1, n do
     local current_key = KEYS[k + 1]
     local previous_key = current_key .. '/-1'
-    local limit = tonumber(ARGV[2 * k])
-    local expiry = tonumber(ARGV[2 * k + 1]) * 1000
+    local limit = tonumber(ARGV[2 * k + 2])
+    local expiry = tonumber(ARGV[2 * k + 3]) * 1000
     local current_ttl = tonumber(redis.call('pttl', current_key))
     if current_ttl > 0 and current_ttl < expiry then
         -- The current window has ended: it becomes the previous one.
@@ -76,24 +82,25 @@ for k = 1, n do
     current_ttl = tonumber(redis.call('pttl', current_key))
     if previous_ttl < 0 then previous_ttl = 0 end
     if current_ttl < 0 then current_ttl = 0 end
-    if math.floor(previous_count * previous_ttl / expiry) + current_count + 1 > limit then
+    if math.floor(previous_count * previous_ttl / expiry) + current_count + cost > limit then
         allowed = 0
     end
     windows[k] = {current_key, limit, expiry, previous_count, previous_ttl, current_count, current_ttl}
 end
-if revoked == 0 and allowed == 1 then
+if record or (revoked == 0 and allowed == 1) then
     for k = 1, n do
         local w = windows[k]
         if redis.call('exists', w[1]) == 1 then
-            redis.call('incrby', w[1], 1)
+            redis.call('incrby', w[1], cost)
         else
-            redis.call('set', w[1], 1, 'PX', w[3] * 2)
+            redis.call('set', w[1], cost, 'PX', w[3] * 2)
             w[7] = w[3] * 2
         end
-        w[6] = w[6] + 1
+        w[6] = w[6] + cost
     end
 end
 local best = nil
+local per_window = {}
 for k = 1, n do
     local w = windows[k]
     local limit, expiry = w[2], w[3]
@@ -110,18 +117,28 @@ for k = 1, n do
         if reset < 0 or r < reset then reset = r end
     end
     if reset < 0 then reset = 0 end
+    reset = math.ceil(reset)
+    per_window[2 * k - 1] = remaining
+    per_window[2 * k] = reset
     if best == nil or remaining < best[2] then
-        best = {limit, remaining, math.ceil(reset)}
+        best = {limit, remaining, reset}
     end
 end
 if best == nil then
     return {revoked, allowed}
 end
-return {revoked, allowed, best[1], best[2], best[3]}
+local reply = {revoked, allowed, best[1], best[2], best[3]}
+for i = 1, #per_window do
+    reply[5 + i] = per_window[i]
+end
+return reply
 """
 EDGE_SCRIPT_SHA = hashlib.sha1(EDGE_SCRIPT.encode(), usedforsecurity=False).hexdigest().encode()
 _NO_TOKEN_KEY = b"gateway:no-token"
 _CHECK_TOKEN, _NO_TOKEN = b"1", b"0"
+_RECORD, _VERDICT = b"1", b"0"
+# Requests let through on memory are counted in Redis at most this much later, together.
+RECORD_LINGER_S = 0.005
 
 
 @dataclass(eq=False)
@@ -133,7 +150,8 @@ class LimitRule:
     item: RateLimitItem
 
     def __post_init__(self) -> None:
-        self.args = (str(int(self.item.amount)).encode(), str(int(self.item.get_expiry())).encode())
+        self.amount = int(self.item.amount)
+        self.args = (str(self.amount).encode(), str(int(self.item.get_expiry())).encode())
         self._keys: dict[str, bytes] = {}
 
     @classmethod
@@ -184,6 +202,27 @@ def verdict_from(reply: list[Any]) -> Verdict:
 _Pending = tuple[bytes, asyncio.Future[list[Any]]]
 
 
+@dataclass(eq=False, slots=True)
+class _Record:
+    """Requests let through for one token and set of windows, counted together."""
+
+    jti: str | None
+    limits: list[tuple[LimitRule, str]]
+    future: asyncio.Future[list[Any]]
+    count: int = 0
+
+
+def _pack(jti: str | None, limits: list[tuple[LimitRule, str]], cost: int, *, record: bool) -> bytes:
+    command: list[bytes] = [b"EVALSHA", EDGE_SCRIPT_SHA, str(1 + len(limits)).encode()]
+    command.append(REVOKED_JTI_PREFIX.encode() + jti.encode() if jti else _NO_TOKEN_KEY)
+    command += [rule.key(identifier) for rule, identifier in limits]
+    command += [_CHECK_TOKEN if jti else _NO_TOKEN, str(cost).encode(), _RECORD if record else _VERDICT]
+    for rule, _ in limits:
+        command += rule.args
+    # (hiredis types its argument as a one-element tuple; any length is accepted.)
+    return hiredis.pack_command(tuple(command))  # type: ignore[arg-type]
+
+
 class EdgeStore:
     """Runs EDGE_SCRIPT for many concurrent requests per round trip on one Redis connection.
 
@@ -196,6 +235,8 @@ class EdgeStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: AbstractConnection | None = None
         self._pending: list[_Pending] = []
+        self._records: dict[tuple[str | None, tuple[bytes, ...]], _Record] = {}
+        self._records_timer: asyncio.TimerHandle | None = None
         self._scheduled = False
         self._in_flight = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -203,7 +244,15 @@ class EdgeStore:
     async def load(self) -> None:
         await self._redis.script_load(EDGE_SCRIPT)
 
-    async def close(self) -> None:
+    async def close(self, *, drain_s: float = 1.0) -> None:
+        """Count what is still waiting to be counted (for up to ``drain_s``), then disconnect."""
+        self._flush_records()
+        deadline = time.monotonic() + drain_s
+        while (self._pending or self._tasks) and time.monotonic() < deadline:
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+            else:
+                await asyncio.sleep(0)  # the scheduled flush runs
         for task in list(self._tasks):
             task.cancel()
         if self._conn is not None:
@@ -211,22 +260,49 @@ class EdgeStore:
             self._conn = None
 
     def check(self, jti: str | None, limits: list[tuple[LimitRule, str]]) -> asyncio.Future[list[Any]]:
-        """A future of the script's reply (see ``verdict_from``)."""
-        command: list[bytes] = [b"EVALSHA", EDGE_SCRIPT_SHA, str(1 + len(limits)).encode()]
-        command.append(REVOKED_JTI_PREFIX.encode() + jti.encode() if jti else _NO_TOKEN_KEY)
-        command += [rule.key(identifier) for rule, identifier in limits]
-        command.append(_CHECK_TOKEN if jti else _NO_TOKEN)
-        for rule, _ in limits:
-            command += rule.args
+        """A future of the script's verdict on one request (see ``verdict_from``), counted if allowed."""
+        # Requests let through earlier are counted first, so this verdict sees them.
+        self._flush_records()
         # The loop is looked up once: asyncio.get_running_loop() costs a getpid() system call.
         loop = self._loop or self._bind_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        # (hiredis types its argument as a one-element tuple; any length is accepted.)
-        self._pending.append((hiredis.pack_command(tuple(command)), future))  # type: ignore[arg-type]
+        self._enqueue(loop, _pack(jti, limits, 1, record=False), future)
+        return future
+
+    def record(self, jti: str | None, limits: list[tuple[LimitRule, str]]) -> asyncio.Future[list[Any]]:
+        """Count a request already let through (``gateway.memory``); a future of the script's reply.
+
+        Such requests for the same token and windows are counted together, in one call, at most
+        ``RECORD_LINGER_S`` later (or at once when a verdict is asked for); they share the future.
+        """
+        key = (jti, tuple(rule.key(identifier) for rule, identifier in limits))
+        entry = self._records.get(key)
+        if entry is None:
+            loop = self._loop or self._bind_loop()
+            entry = self._records[key] = _Record(jti, limits, loop.create_future())
+            if self._records_timer is None:
+                self._records_timer = loop.call_later(RECORD_LINGER_S, self._flush_records)
+        entry.count += 1
+        return entry.future
+
+    def _flush_records(self) -> None:
+        if self._records_timer is not None:
+            self._records_timer.cancel()
+            self._records_timer = None
+        if not self._records:
+            return
+        records, self._records = self._records, {}
+        loop = self._loop or self._bind_loop()
+        for entry in records.values():
+            self._enqueue(loop, _pack(entry.jti, entry.limits, entry.count, record=True), entry.future)
+
+    def _enqueue(
+        self, loop: asyncio.AbstractEventLoop, packed: bytes, future: asyncio.Future[list[Any]]
+    ) -> None:
+        self._pending.append((packed, future))
         if not self._scheduled and not self._in_flight:
             self._scheduled = True
             loop.call_soon(self._flush)
-        return future
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.get_running_loop()
@@ -307,7 +383,11 @@ class RatePolicy:
 
 class RateLimitMiddleware:
     """429 with Retry-After when a limit is spent, 401 when the token was revoked, and
-    RateLimit-* headers on every answer that passed a limit."""
+    RateLimit-* headers on every answer that passed a limit.
+
+    A request whose verdict is already known (``gateway.memory``) goes on at once, its edge
+    script call still made and its answer remembered; the others wait for the verdict.
+    """
 
     def __init__(
         self,
@@ -315,10 +395,14 @@ class RateLimitMiddleware:
         *,
         store: Callable[[], EdgeStore | None],
         policy: RatePolicy,
+        tokens: Callable[[], TokenMemory | None] = lambda: None,
+        memory_s: float = FRESH_S,
         enabled: bool = True,
     ) -> None:
         self.app = app
         self._store = store
+        self._tokens = tokens
+        self._limits = LimitMemory(fresh_s=memory_s)
         self._policy = policy
         self._enabled = enabled
         self._last_error_log = 0.0
@@ -340,16 +424,32 @@ class RateLimitMiddleware:
         if store is None or (not limits and identity is None):
             await self.app(scope, receive, send)
             return
+        jti = identity.jti if identity else None
+        windows = [(rule.key(identifier), rule.amount) for rule, identifier in limits]
+        now = time.monotonic()
+        tokens = self._tokens()
+        known = (
+            self._limits.admit(limits, now)
+            if jti is None or (tokens is not None and tokens.good(jti, now))
+            else None
+        )
+        if known is not None:
+            # Known to pass: counted all the same, without waiting for the answer.
+            store.record(jti, limits).add_done_callback(
+                lambda answer: self._heard(answer, windows, jti, admitted=True)
+            )
+            await self._forward(scope, receive, send, known)
+            return
+        answer = store.check(jti, limits)
         try:
-            verdict = verdict_from(await store.check(identity.jti if identity else None, limits))
+            reply = await answer
         except Exception as exc:
-            REDIS_ERRORS.inc()
-            now = time.monotonic()
-            if now - self._last_error_log > 10:
-                self._last_error_log = now
-                log.warning("edge_store_unavailable", error=repr(exc))
+            self._heard(answer, windows, jti, admitted=False)
+            self._unavailable(exc)
             await self.app(scope, receive, send)
             return
+        self._heard(answer, windows, jti, admitted=False)
+        verdict = verdict_from(reply)
         if verdict.revoked:
             await send_problem(
                 scope,
@@ -368,6 +468,11 @@ class RateLimitMiddleware:
                 scope, receive, send, 429, "rate_limited", "Too many requests; slow down.", headers=headers
             )
             return
+        await self._forward(scope, receive, send, extra)
+
+    async def _forward(
+        self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]
+    ) -> None:
         if not extra:
             await self.app(scope, receive, send)
             return
@@ -378,3 +483,37 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_limits)
+
+    def _heard(
+        self,
+        answer: asyncio.Future[list[Any]],
+        windows: list[tuple[bytes, int]],
+        jti: str | None,
+        *,
+        admitted: bool,
+    ) -> None:
+        """Remember what Redis answered (or forget what it could not confirm)."""
+        now = time.monotonic()
+        tokens = self._tokens()
+        failure = answer.cancelled() or answer.exception() is not None
+        if failure:
+            self._limits.forget([key for key, _ in windows])
+            if jti is not None and tokens is not None:
+                tokens.forget(jti)
+            if admitted:
+                self._unavailable(
+                    ConnectionError("edge script call failed") if answer.cancelled() else answer.exception()
+                )
+            return
+        reply = answer.result()
+        if jti is not None and tokens is not None:
+            tokens.learn(jti, bool(reply[0]), now)
+        if windows and len(reply) > 5:
+            self._limits.learn(windows, reply, now, admitted=admitted)
+
+    def _unavailable(self, exc: BaseException | None) -> None:
+        REDIS_ERRORS.inc()
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            log.warning("edge_store_unavailable", error=repr(exc))

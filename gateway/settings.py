@@ -159,6 +159,10 @@ class GatewaySettings(CommonSettings):
     class_rules: list[ClassRule] | None = None
 
     rate_limit_enabled: bool = True
+    # A request whose rate-limit and revocation verdicts Redis gave less than this long ago (with
+    # room to spare under its limits) goes on without waiting for the next one (gateway.memory);
+    # 0: every request waits for Redis.
+    edge_memory_s: float = Field(default=1.0, ge=0, le=10)
     connect_timeout_s: float = Field(default=2.0, gt=0)
     # An instance that refuses connections or resets them is skipped for this long, then retried.
     eject_s: float = Field(default=5.0, ge=0)

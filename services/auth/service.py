@@ -19,7 +19,7 @@ from common.events import Event, new_event
 from common.outbox import stage
 from common.periodic import every
 from common.ratelimit import RateLimiter
-from common.tokens import REVOKED_JTI_PREFIX, Identity
+from common.tokens import Identity, revoke_access_tokens
 from services.auth import repository as repo
 from services.auth.credentials import Passwords, normalize_email, password_weakness
 from services.auth.errors import (
@@ -357,16 +357,7 @@ class AuthService:
 
     async def _revoke_access_tokens(self, tokens: list[tuple[str, int]]) -> None:
         """Put each jti on the deny-list until its token expires (gateway and services check it)."""
-        now = int(time.time())
-        pipe = self.redis.pipeline(transaction=False)
-        queued = False
-        for jti, expires_at in tokens:
-            if expires_at > now:
-                # +5 s: verifiers accept tokens up to 5 s past exp (clock leeway).
-                pipe.set(REVOKED_JTI_PREFIX + jti, b"1", ex=expires_at - now + 5)
-                queued = True
-        if queued:
-            await pipe.execute()
+        await revoke_access_tokens(self.redis, tokens)
 
     # --- channels and subscriptions ---------------------------------------------------------
 

@@ -70,6 +70,11 @@ class ChargeResult:
     replayed: bool
 
 
+async def ensure_account(pool: asyncpg.Pool, kind: str, owner: uuid.UUID | None, currency: str) -> None:
+    """The account exists afterwards (created and committed now if it did not)."""
+    await pool.fetchval("SELECT billing_account($1, $2, $3)", kind, owner, currency)
+
+
 CHARGE_SQL = "SELECT * FROM billing_charge($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 
 

@@ -32,7 +32,7 @@ import base64
 import binascii
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -85,6 +85,29 @@ class Billing:
     outbox: OutboxRelay
     provider: PaymentProvider
     settings: BillingSettings
+    # Earnings accounts known to exist (accounts are never deleted), so charges need not ask.
+    known_accounts: set[tuple[str, uuid.UUID | None]] = field(default_factory=set)
+
+
+# Plenty for every active creator; past it the set starts over (a miss costs one query).
+KNOWN_ACCOUNTS_MAX = 100_000
+
+
+async def _ensure_accounts(billing: Billing, creators: list[uuid.UUID]) -> None:
+    """Create the creators' (and the platform's) accounts a charge is about to credit, if new.
+
+    Each is created in its own short transaction before the charge, never inside it: two batches
+    creating the same new accounts in different orders while holding wallet locks would deadlock.
+    """
+    wanted = [("platform", None), *(("creator", creator) for creator in sorted(set(creators)))]
+    missing = [account for account in wanted if account not in billing.known_accounts]
+    if not missing:
+        return
+    if len(billing.known_accounts) + len(missing) > KNOWN_ACCOUNTS_MAX:
+        billing.known_accounts.clear()
+    for kind, owner in missing:
+        await repo.ensure_account(billing.ledger, kind, owner, billing.settings.currency)
+        billing.known_accounts.add((kind, owner))
 
 
 def split_charge(amount: int, fee_bps: int) -> tuple[int, int]:
@@ -168,6 +191,7 @@ async def charge_unit(billing: Billing, data: ChargeCreate) -> repo.ChargeResult
     """Debit the viewer, credit the creator's share and the platform's fee, in one transaction."""
     settings = billing.settings
     charge = _ledger_charge(settings, data)
+    await _ensure_accounts(billing, [charge.creator_id])
     try:
         result = await repo.charge(
             billing.ledger, charge, fee_bps=settings.platform_fee_bps, currency=settings.currency
@@ -198,6 +222,7 @@ async def charge_units(billing: Billing, charges: list[ChargeCreate]) -> list[re
             answers[position] = exc
             continue
         positions.append(position)
+    await _ensure_accounts(billing, [charge.creator_id for charge in batch])
     outcomes = await repo.charge_batch(
         billing.ledger, batch, fee_bps=settings.platform_fee_bps, currency=settings.currency
     )

@@ -121,6 +121,30 @@ class TestABatchOfCharges:
         assert [await billing.balance(v) for v in viewers] == [10, 10, 10, 10]
         assert (await billing.verify()).ok
 
+    async def test_batches_paying_new_creators_in_different_orders_do_not_deadlock(
+        self, billing: BillingDriver
+    ):
+        # Each batch pays the same five creators nobody has paid yet, in its own order: their
+        # earnings accounts must not be created inside the charge transactions (two batches
+        # creating them in opposite orders would wait for each other).
+        for _ in range(3):
+            viewers = [billing.user() for _ in range(6)]
+            creators = [uuid.uuid4() for _ in range(5)]
+            for viewer in viewers:
+                await billing.fund(viewer, 1_000)
+            batches = [
+                [
+                    charge_body(
+                        viewer=viewer.id, creator=creators[(i + b) % 5], session=uuid.uuid4(), amount=10
+                    )
+                    for i in range(5)
+                ]
+                for b, viewer in enumerate(viewers)
+            ]
+            answers = await asyncio.gather(*(batch(billing, b) for b in batches))
+            assert [a["status"] for r in answers for a in results(r)] == [201] * 30
+        assert (await billing.verify()).ok
+
 
 def _fresh_unit(charge: dict[str, Any]) -> dict[str, Any]:
     session = uuid.uuid4()

@@ -43,6 +43,9 @@ class Identity:
     role: str
     jti: str
     expires_at: int
+    # The display name when the token was issued (the standard ``name`` claim; None in tokens
+    # issued before it was added). Shown next to what the user writes, e.g. comments.
+    name: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -168,6 +171,7 @@ class TokenVerifier:
             role=str(claims.get("role", "viewer")),
             jti=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            name=name if isinstance(name := claims.get("name"), str) and name else None,
         )
 
 

@@ -43,6 +43,7 @@ class TokenMinter:
             "aud": self.audience,
             "sub": str(user_id),
             "role": role,
+            "name": f"User {str(user_id)[:8]}",
             "typ": "access",
             "jti": uuid.uuid4().hex,
             "iat": now,

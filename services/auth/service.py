@@ -276,7 +276,9 @@ class AuthService:
             new_hash = await self.passwords.hash(password)
             await repo.update_user(session, user.id, {"password_hash": new_hash})
             log.info("password_rehashed", user_id=str(user.id))
-        issued = await self._issue(session, user_id=user.id, role=user.role, family_id=None)
+        issued = await self._issue(
+            session, user_id=user.id, role=user.role, name=user.display_name, family_id=None
+        )
         log.info("login_succeeded", user_id=str(user.id), client_ip=client_ip)
         return issued
 
@@ -308,7 +310,9 @@ class AuthService:
             raise UnknownAccount()
         spent = await repo.spend_refresh_token(session, token.id)
         assert spent, "a token is only spent under its family's lock"
-        return await self._issue(session, user_id=user.id, role=user.role, family_id=token.family_id)
+        return await self._issue(
+            session, user_id=user.id, role=user.role, name=user.display_name, family_id=token.family_id
+        )
 
     async def logout(self, session: AsyncSession, *, identity: Identity, refresh_token: str | None) -> None:
         """Revoke the presented access token and, when given, the refresh token's whole family."""
@@ -322,7 +326,13 @@ class AuthService:
         log.info("logged_out", user_id=identity.user_id)
 
     async def _issue(
-        self, session: AsyncSession, *, user_id: uuid.UUID, role: str, family_id: uuid.UUID | None
+        self,
+        session: AsyncSession,
+        *,
+        user_id: uuid.UUID,
+        role: str,
+        name: str,
+        family_id: uuid.UUID | None,
     ) -> IssuedTokens:
         s = self.settings
         now = int(time.time())
@@ -333,6 +343,7 @@ class AuthService:
             key,
             user_id=user_id,
             role=role,
+            name=name,
             issuer=s.jwt_issuer,
             audience=s.jwt_audience,
             ttl_s=s.access_token_ttl_s,

@@ -69,6 +69,8 @@ DESCRIPTION_MAX = 5000
 TAGS_MAX = 20
 TAG_MAX = 30
 COMMENT_MAX = 2000
+# Auth's display names are at most this long.
+AUTHOR_NAME_MAX = 64
 FAILURE_REASON_MAX = 500
 # Upper bound of price_per_minute, in cents: USD 100.00 per minute. A typo of a few zeros must not
 # drain a viewer's wallet in one unit; the wallet side still never goes below zero.
@@ -196,6 +198,8 @@ class Comment(CatalogTable, table=True):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     video_id: uuid.UUID = Field(sa_column=Column(ForeignKey("videos.id", ondelete="CASCADE"), nullable=False))
     author_id: uuid.UUID
+    # The author's display name when the comment was written (the token's name claim).
+    author_name: str | None = Field(default=None, max_length=AUTHOR_NAME_MAX)
     # One level of replies: a reply's parent is always a top-level comment of the same video.
     parent_id: uuid.UUID | None = Field(
         default=None, sa_column=Column(ForeignKey("comments.id", ondelete="CASCADE"), nullable=True)

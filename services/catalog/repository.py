@@ -248,12 +248,20 @@ async def insert_comment(
     *,
     video_id: uuid.UUID,
     author_id: uuid.UUID,
+    author_name: str | None,
     parent_id: uuid.UUID | None,
     body: str,
 ) -> Comment:
     statement = (
         pg_insert(Comment)
-        .values(id=uuid.uuid4(), video_id=video_id, author_id=author_id, parent_id=parent_id, body=body)
+        .values(
+            id=uuid.uuid4(),
+            video_id=video_id,
+            author_id=author_id,
+            author_name=author_name,
+            parent_id=parent_id,
+            body=body,
+        )
         .returning(Comment)
     )
     return (await session.scalars(statement)).one()

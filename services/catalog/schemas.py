@@ -240,6 +240,8 @@ class CommentRead(BaseModel):
     id: uuid.UUID
     video_id: uuid.UUID
     author_id: uuid.UUID
+    # The author's display name when they wrote it (null for comments from before names).
+    author_name: str | None
     parent_id: uuid.UUID | None
     body: str
     reply_count: int
@@ -255,6 +257,7 @@ class CommentRead(BaseModel):
             id=comment.id,
             video_id=comment.video_id,
             author_id=comment.author_id,
+            author_name=comment.author_name,
             parent_id=comment.parent_id,
             body=comment.body,
             reply_count=comment.reply_count,

@@ -50,6 +50,7 @@ from services.catalog.errors import (
     VideoNotReady,
 )
 from services.catalog.models import (
+    AUTHOR_NAME_MAX,
     CURRENCY,
     Comment,
     CommentReaction,
@@ -112,6 +113,8 @@ class Actor:
 
     user_id: uuid.UUID
     role: str
+    # The display name the token carries (None in older tokens), stored with what they write.
+    name: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -119,8 +122,9 @@ class Actor:
 
     @classmethod
     def from_identity(cls, identity: Identity) -> Actor:
+        name = identity.name[:AUTHOR_NAME_MAX] if identity.name else None
         try:
-            return cls(user_id=uuid.UUID(identity.user_id), role=identity.role)
+            return cls(user_id=uuid.UUID(identity.user_id), role=identity.role, name=name)
         except ValueError as exc:
             raise InvalidIdentity() from exc
 
@@ -361,7 +365,12 @@ async def create_comment(
         parent = await repo.get_comment(session, video_id, data.parent_id)
         raise ParentNotFound() if parent is None else ReplyDepth()
     comment = await repo.insert_comment(
-        session, video_id=video_id, author_id=actor.user_id, parent_id=data.parent_id, body=data.body
+        session,
+        video_id=video_id,
+        author_id=actor.user_id,
+        author_name=actor.name,
+        parent_id=data.parent_id,
+        body=data.body,
     )
     await repo.add_video_counters(session, video_id, comments=1)
     await _event(

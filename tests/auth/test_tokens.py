@@ -75,6 +75,7 @@ class TestAccessTokens:
         )
         assert claims["sub"] == account.user_id
         assert claims["role"] == "viewer"
+        assert claims["name"] == "Test User"
         assert claims["typ"] == "access"
         assert claims["exp"] - claims["iat"] == 1800
         uuid.UUID(claims["jti"])
@@ -187,6 +188,15 @@ class TestRefreshRotation:
         assert created.json()["token_refresh_required"] is True
         pair = (await refresh(auth_client, account.refresh_token)).json()
         assert claims_of(pair["access_token"])["role"] == "creator"
+
+    async def test_after_a_rename_a_refresh_carries_the_new_name(self, auth_client: httpx.AsyncClient):
+        account = await signed_in(auth_client, display_name="Ada")
+        renamed = await auth_client.patch(
+            "/users/me", json={"display_name": "Ada Lovelace"}, headers=account.headers
+        )
+        assert renamed.status_code == 200, renamed.text
+        pair = (await refresh(auth_client, account.refresh_token)).json()
+        assert claims_of(pair["access_token"])["name"] == "Ada Lovelace"
 
 
 class TestRefreshReuse:

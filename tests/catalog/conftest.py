@@ -66,9 +66,9 @@ class CatalogDriver:
         settings: CatalogSettings = self.app.state.settings
         return settings
 
-    def user(self, role: str = "viewer") -> User:
+    def user(self, role: str = "viewer", **claims: Any) -> User:
         user_id = uuid.uuid4()
-        return User(id=user_id, role=role, token=self.minter.token(user_id, role))
+        return User(id=user_id, role=role, token=self.minter.token(user_id, role, **claims))
 
     def creator(self) -> User:
         return self.user("creator")

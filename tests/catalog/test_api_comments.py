@@ -47,6 +47,28 @@ class TestThreads:
         assert [c["body"] for c in replies.json()["items"]] == ["Reply one", "Reply two"]
         assert await comment_count(catalog, video["id"]) == 4
 
+    async def test_each_comment_shows_its_authors_name_as_it_was_when_written(self, catalog: CatalogDriver):
+        video = await catalog.ready_video()
+        author_id = uuid.uuid4()
+        before = catalog.minter.token(author_id, "viewer", name="Ada")
+        after = catalog.minter.token(author_id, "viewer", name="Ada Lovelace")  # renamed since
+        nameless = catalog.user(name=None)  # a token issued before names were in tokens
+        for token, body in ((before, "first"), (after, "second")):
+            posted = await catalog.client.post(
+                f"/videos/{video['id']}/comments",
+                json={"body": body},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert posted.status_code == 201, posted.text
+        await comment(catalog, video["id"], nameless, "third")
+
+        listed = (await catalog.client.get(f"/videos/{video['id']}/comments")).json()["items"]
+        assert [(c["body"], c["author_id"], c["author_name"]) for c in listed] == [
+            ("third", str(nameless.id), None),
+            ("second", str(author_id), "Ada Lovelace"),
+            ("first", str(author_id), "Ada"),
+        ]
+
     async def test_a_reply_to_a_reply_is_refused(self, catalog: CatalogDriver):
         video = await catalog.ready_video()
         user = catalog.user()

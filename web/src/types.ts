@@ -48,6 +48,8 @@ export interface Channel {
 export interface Comment {
   id: string;
   author_id: string;
+  /** The author's display name when they wrote it; null for comments from before names. */
+  author_name: string | null;
   parent_id: string | null;
   body: string;
   reply_count: number;

@@ -67,7 +67,8 @@ function Comments({ video }: { video: Video }) {
           {items.map((comment) => (
             <li key={comment.id}>
               <p className="muted small">
-                {comment.author_id === user?.id ? "You" : comment.author_id === video.creator_id ? "Creator" : "Viewer"} ·{" "}
+                <span className="comment-author">{comment.author_name ?? "A viewer"}</span>
+                {comment.author_id === user?.id ? " (you)" : comment.author_id === video.creator_id ? " (creator)" : ""} ·{" "}
                 {dateTime(comment.created_at)}
               </p>
               <p className="comment-body">{comment.body}</p>

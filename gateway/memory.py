@@ -83,7 +83,7 @@ class LimitMemory:
             if tightest is None or left < tightest[0]:
                 tightest = (left, window)
         if tightest is None:
-            return None
+            return []  # no limit applies: only the token's verdict mattered
         for window in windows:
             window.pending += 1
         left, window = tightest

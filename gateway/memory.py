@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,8 +36,6 @@ from common.tokens import REVOKED_JTI_CHANNEL
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-    from gateway.ratelimit import LimitRule
 
 log = structlog.get_logger("gateway.memory")
 
@@ -54,7 +53,7 @@ class _Window:
     limit: int
     remaining: int  # after the last request Redis answered for
     reset_ms: int
-    at: float  # loop time of that answer
+    at: float  # time.monotonic() of that answer
     pending: int = 0  # let through since, not yet answered for
 
 
@@ -65,26 +64,27 @@ class LimitMemory:
         self._fresh_s = fresh_s
         self._windows: dict[bytes, _Window] = {}
 
-    def admit(self, limits: list[tuple[LimitRule, str]], now: float) -> list[tuple[bytes, bytes]] | None:
-        """RateLimit-* headers for a request let through on what is known, or None to ask Redis.
+    def admit(self, windows: list[tuple[bytes, int]], now: float) -> list[tuple[bytes, bytes]] | None:
+        """RateLimit-* headers for a request counted against the ``(key, limit)`` windows and let
+        through on what is known, or None to ask Redis.
 
         When it returns headers the request counts as pending until ``learn`` hears its answer.
         """
-        windows = []
+        known = []
         tightest: tuple[int, _Window] | None = None
-        for rule, identifier in limits:
-            window = self._windows.get(rule.key(identifier))
+        for key, _ in windows:
+            window = self._windows.get(key)
             if window is None or now - window.at >= self._fresh_s:
                 return None
             left = window.remaining - window.pending - 1
             if left < max(MIN_MARGIN, window.limit // 20):
                 return None
-            windows.append(window)
+            known.append(window)
             if tightest is None or left < tightest[0]:
                 tightest = (left, window)
         if tightest is None:
             return []  # no limit applies: only the token's verdict mattered
-        for window in windows:
+        for window in known:
             window.pending += 1
         left, window = tightest
         reset_s = max(0, -(-(window.reset_ms - int((now - window.at) * 1000)) // 1000))
@@ -179,7 +179,6 @@ class TokenMemory:
                 await self._follow()
 
     async def _follow(self) -> None:
-        loop = asyncio.get_running_loop()
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(REVOKED_JTI_CHANNEL)
@@ -194,7 +193,7 @@ class TokenMemory:
                     log.info("revocations_followed")
                 elif message["type"] == "message":
                     data = message["data"]
-                    self.announced(data.decode() if isinstance(data, bytes) else str(data), loop.time())
+                    self.announced(data.decode() if isinstance(data, bytes) else str(data), time.monotonic())
         except (RedisError, OSError) as exc:
             log.warning("revocations_unfollowed", error=repr(exc))
             raise

@@ -429,7 +429,7 @@ class RateLimitMiddleware:
         now = time.monotonic()
         tokens = self._tokens()
         known = (
-            self._limits.admit(limits, now)
+            self._limits.admit(windows, now)
             if jti is None or (tokens is not None and tokens.good(jti, now))
             else None
         )

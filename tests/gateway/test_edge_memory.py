@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -29,6 +30,11 @@ UNLIMITED: dict[str, dict[str, str | None]] = {"default": {"rate_ip": None, "rat
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def _videos(client: httpx.AsyncClient, token: str) -> int:
+    """The status of one ``GET /api/v1/videos`` with ``token``."""
+    return (await client.get("/api/v1/videos", headers=_bearer(token))).status_code
 
 
 class TestLimitsWithMemory:
@@ -79,13 +85,7 @@ class TestRevocationWithMemory:
         claims = parts(token)[1]
         # Remembered for 10 s: only the announcement can explain a refusal within the test.
         async with open_gateway(settings_for(edge_memory_s=10), signer=signer) as client:
-            assert [
-                (await client.get("/api/v1/videos", headers=_bearer(token))).status_code for _ in range(3)
-            ] == [
-                200,
-                200,
-                200,
-            ]
+            assert [await _videos(client, token) for _ in range(3)] == [200, 200, 200]
             await revoke_access_tokens(redis, [(claims["jti"], claims["exp"])])
             await asyncio.sleep(0.2)  # the announcement's way from Redis to the gateway
             before = upstream_hits(echoes)
@@ -109,17 +109,15 @@ class TestRevocationWithMemory:
             overrides["route_classes"] = classes
         async with open_gateway(settings_for(**overrides), signer=signer) as client:
             for _ in range(3):
-                assert (await client.get("/api/v1/videos", headers=_bearer(token))).status_code == 200
+                assert await _videos(client, token) == 200
             # Denied without an announcement: the next answer about the token tells the gateway.
             await redis.set(REVOKED_JTI_PREFIX + parts(token)[1]["jti"], "1", ex=600)
             before = upstream_hits(echoes)
             statuses: list[int] = []
             deadline = time.monotonic() + 1.0  # well inside the 10 s the token is remembered for
             while 401 not in statuses and time.monotonic() < deadline:
-                statuses.append((await client.get("/api/v1/videos", headers=_bearer(token))).status_code)
-            statuses += [
-                (await client.get("/api/v1/videos", headers=_bearer(token))).status_code for _ in range(3)
-            ]
+                statuses.append(await _videos(client, token))
+            statuses += [await _videos(client, token) for _ in range(3)]
             forwarded = upstream_hits(echoes) - before
         # Only the requests that arrived before Redis's next answer about it went on (the services
         # refuse those themselves: they check the deny-list on every request); then none.
@@ -137,7 +135,7 @@ class TestRevocationWithMemory:
     ) -> None:
         token = signer.token()
         async with open_gateway(settings_for(edge_memory_s=0), signer=signer) as client:
-            assert (await client.get("/api/v1/videos", headers=_bearer(token))).status_code == 200
+            assert await _videos(client, token) == 200
             await redis.set(REVOKED_JTI_PREFIX + parts(token)[1]["jti"], "1", ex=600)
             before = upstream_hits(echoes)
             refused = await client.get("/api/v1/videos", headers=_bearer(token))
